@@ -1,0 +1,15 @@
+"""ssm: state space models derived and tested — the package behind the SSM book.
+
+Every public function names the equation of the book it implements; see the notation page
+for the symbols and shapes. Each module mirrors a chapter.
+"""
+
+from ssm.utils import default_device, seed_everything, set_plot_style
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "default_device",
+    "seed_everything",
+    "set_plot_style",
+]
