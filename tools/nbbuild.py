@@ -1,4 +1,4 @@
-"""Write a notebook from a plain-text source: cells separated by lines ``# %% [markdown]`` / ``# %%``.
+"""Write a notebook from its source: cells separated by ``# %% [markdown]`` and ``# %%`` lines.
 
 Authors keep a chapter's source readable in review; ``make execute`` then stores the outputs.
 Usage: python tools/nbbuild.py book/src/intro.py book/intro.ipynb
@@ -19,7 +19,10 @@ def cells_from_source(text: str) -> list[nbformat.NotebookNode]:
     def flush() -> None:
         body = "\n".join(lines).strip("\n")
         if kind == "markdown":
-            body = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in body.splitlines())
+            body = "\n".join(
+                line[2:] if line.startswith("# ") else line.lstrip("#")
+                for line in body.splitlines()
+            )
             cells.append(nbformat.v4.new_markdown_cell(body))
         elif kind == "code" and body.strip():
             cells.append(nbformat.v4.new_code_cell(body))
