@@ -4,12 +4,15 @@ Every public function names the equation of the book it implements; see the nota
 for the symbols and shapes. Each module mirrors a chapter.
 """
 
+from ssm.scan import linear_scan, selective_scan
 from ssm.utils import default_device, seed_everything, set_plot_style
 
 __version__ = "0.1.0"
 
 __all__ = [
     "default_device",
+    "linear_scan",
+    "selective_scan",
     "seed_everything",
     "set_plot_style",
 ]
