@@ -71,8 +71,10 @@ y_recurrent = torch.stack(y_recurrent)
 K = c * a_bar ** torch.arange(L) * b_bar
 y_convolution = torch.stack([(K[: k + 1].flip(0) * u[: k + 1]).sum() for k in range(L)])
 
-torch.testing.assert_close(y_recurrent, y_convolution, rtol=1e-12, atol=1e-12)
-print(f"max |recurrent - convolution| = {(y_recurrent - y_convolution).abs().max():.1e}")
+# float64 rounding of 64 products and sums stays far below 1e-12 (values are O(1)).
+gap = (y_recurrent - y_convolution).abs().max().item()
+assert gap < 1e-12, gap
+print(f"max |recurrent - convolution| < 1e-12: {gap < 1e-12}")
 
 # %% [markdown]
 # The two outputs agree to rounding error in float64. The kernel decays like $\bar a^\ell$:
