@@ -4,12 +4,23 @@ Every public function names the equation of the book it implements; see the nota
 for the symbols and shapes. Each module mirrors a chapter.
 """
 
+from ssm.conv import causal_conv
+from ssm.discretize import discretize
+from ssm.hippo import hippo, hippo_coefficients, hippo_reconstruct, legendre_basis
+from ssm.kernels import ssm_kernel
 from ssm.scan import linear_scan, selective_scan
 from ssm.utils import default_device, seed_everything, set_plot_style
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "causal_conv",
+    "discretize",
+    "hippo",
+    "hippo_coefficients",
+    "hippo_reconstruct",
+    "legendre_basis",
+    "ssm_kernel",
     "default_device",
     "linear_scan",
     "selective_scan",
