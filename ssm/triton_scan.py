@@ -36,12 +36,20 @@ except ImportError as err:  # pragma: no cover - exercised only where triton is 
         "(pip install 'triton>=3.0', or install ssm with the [triton] extra)"
     ) from err
 
-__all__ = ["selective_scan_triton", "interpreter_enabled"]
+__all__ = ["selective_scan_triton", "interpreter_enabled", "compile_kernels"]
 
 
 def interpreter_enabled() -> bool:
     """True when the kernels run through the Triton interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+if interpreter_enabled() and not isinstance(tl.sum, triton.runtime.interpreter.InterpretedFunction):
+    raise RuntimeError(
+        "ssm.triton_scan: TRITON_INTERPRET=1, but triton was imported before the variable was set, "
+        "so its own library (tl.sum, tl.zeros, ...) was built for a GPU and cannot run in the "
+        "interpreter; set TRITON_INTERPRET=1 before anything imports triton (e.g. in the shell)"
+    )
 
 
 @triton.jit
@@ -257,6 +265,65 @@ def _selective_scan_bwd_kernel(
     tl.store(DD_PART + pid_b * dim + offs_d, dd_acc, mask=mask_d)
 
 
+_SCALAR_ARGS = ("dim", "seqlen", "dstate", "n_chunks")
+_FLAG_ARGS = ("HAS_D", "HAS_Z", "HAS_BIAS", "SOFTPLUS", "VAR_B", "VAR_C")
+
+
+def compile_kernels(
+    capability: int = 90,
+    dtype: torch.dtype = torch.float32,
+    flags: dict[str, bool] | None = None,
+    block_d: int = 2,
+    dstate: int = 16,
+    chunk_size: int = 64,
+) -> dict[str, str]:
+    """Compile the forward and backward kernels for an NVIDIA GPU, without needing one.
+
+    Runs Triton's full pipeline (Triton IR, GPU IR, LLVM IR, PTX, cubin via ``ptxas``) for
+    ``GPUTarget("cuda", capability, 32)``: 80 is an A100, 90 an H100/H200. The interpreter
+    accepts code that would not compile, so this is the check that the GPU path is real.
+    Only possible when the kernels were defined compiled, i.e. with ``TRITON_INTERPRET=0``.
+
+    Args:
+        capability: compute capability times ten (e.g. 80, 90).
+        dtype: float32 or float64, the dtype of every tensor argument.
+        flags: the switches ``HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, VAR_B, VAR_C`` (default all on).
+        block_d, dstate, chunk_size: BLOCK_D, N (rounded up to a power of two), BLOCK_L.
+
+    Returns:
+        {kernel name: PTX source}.
+    """
+    if interpreter_enabled():
+        raise RuntimeError(
+            "compile_kernels: the kernels were defined for the interpreter (TRITON_INTERPRET=1); "
+            "import ssm.triton_scan in a process with TRITON_INTERPRET=0 to compile them"
+        )
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
+    flags = {name: True for name in _FLAG_ARGS} | (flags or {})
+    if set(flags) != set(_FLAG_ARGS):
+        raise ValueError(f"flags: expected keys among {_FLAG_ARGS}, got {sorted(flags)}")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    pointer = "*fp32" if dtype == torch.float32 else "*fp64"
+    constexprs = flags | {
+        "BLOCK_D": block_d,
+        "BLOCK_N": triton.next_power_of_2(dstate),
+        "BLOCK_L": chunk_size,
+    }
+    ptx = {}
+    for kernel in (_selective_scan_fwd_kernel, _selective_scan_bwd_kernel):
+        signature = {
+            name: "constexpr" if name in constexprs else "i32" if name in _SCALAR_ARGS else pointer
+            for name in kernel.arg_names
+        }
+        source = ASTSource(kernel, signature, constexprs=constexprs)
+        compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32))
+        ptx[kernel.__name__] = compiled.asm["ptx"]
+    return ptx
+
+
 def _blocks(
     dim: int, seqlen: int, dstate: int, chunk_size: int | None, block_d: int | None
 ) -> tuple[int, int, int]:
@@ -383,6 +450,10 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias) -> None:
     if not isinstance(A, torch.Tensor) or A.dim() != 2 or A.shape[0] != dim:
         got = tuple(A.shape) if isinstance(A, torch.Tensor) else type(A).__name__
         raise ValueError(f"A: expected shape (D, N) = ({dim}, N), got {got}")
+    if A.is_complex():
+        raise TypeError(
+            f"A: the Triton kernels support real A only, got {A.dtype} (use method='chunked')"
+        )
     dstate = A.shape[1]
     _check_tensor("A", A, [(dim, dstate)], u)
     _check_tensor("B", B, [(dim, dstate), (batch, dstate, seqlen)], u)
