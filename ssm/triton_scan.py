@@ -36,7 +36,13 @@ except ImportError as err:  # pragma: no cover - exercised only where triton is 
         "(pip install 'triton>=3.0', or install ssm with the [triton] extra)"
     ) from err
 
-__all__ = ["selective_scan_triton", "interpreter_enabled", "compile_kernels"]
+__all__ = [
+    "selective_scan_triton",
+    "interpreter_enabled",
+    "compile_kernels",
+    "fused_scan_bytes",
+    "materialised_scan_bytes",
+]
 
 
 def interpreter_enabled() -> bool:
@@ -263,6 +269,47 @@ def _selective_scan_bwd_kernel(
     if not VAR_C:
         tl.store(DC + bdn_offs, dc_acc, mask=mask_dn)
     tl.store(DD_PART + pid_b * dim + offs_d, dd_acc, mask=mask_d)
+
+
+def fused_scan_bytes(
+    batch: int,
+    dim: int,
+    seqlen: int,
+    dstate: int,
+    *,
+    has_z: bool = False,
+    backward: bool = False,
+    chunk_size: int = 64,
+    itemsize: int = 4,
+) -> int:
+    """HBM bytes a fused selective scan must move, eq. (gpu-bytes-fused); B, C per time step.
+
+    Forward: read u, Delta (and z), write out, each (batch, D, L); read B, C (batch, N, L)
+    once (the other channels hit the L2 cache); write the chunk-boundary states
+    (batch, D, L / chunk_size, N) and the last state. Backward: read u, Delta, dout (and z)
+    and the boundary states; write du, dDelta (and dz); read B, C and read-modify-write
+    dB, dC. The state (batch, D, L, N) itself never leaves the chip.
+    """
+    seq, bc = batch * dim * seqlen, batch * dstate * seqlen
+    boundary = batch * dim * dstate * -(-seqlen // chunk_size)
+    if not backward:
+        elements = (3 + has_z) * seq + 2 * bc + boundary + batch * dim * dstate
+    else:
+        elements = (5 + 2 * has_z) * seq + 6 * bc + boundary
+    return elements * itemsize
+
+
+def materialised_scan_bytes(
+    batch: int, dim: int, seqlen: int, dstate: int, *, itemsize: int = 4
+) -> int:
+    """A lower bound on the HBM bytes of the unfused forward, eq. (gpu-bytes-naive).
+
+    Separate kernels write A_bar and B_bar u (batch, D, L, N), a scan reads both and writes
+    the states h, and the read-out reads h again: six passes over (batch, D, L, N), plus
+    u, Delta in and y out. A Blelloch or Hillis-Steele scan makes more passes than one.
+    """
+    state, seq = batch * dim * seqlen * dstate, batch * dim * seqlen
+    return (6 * state + 3 * seq) * itemsize
 
 
 _SCALAR_ARGS = ("dim", "seqlen", "dstate", "n_chunks")

@@ -300,3 +300,21 @@ def test_missing_triton_gives_a_clear_error():
     assert result.returncode != 0
     assert "ImportError" in result.stderr
     assert "needs the 'triton' package, which is not installed" in result.stderr
+
+
+def test_fused_bytes_count_the_tensors_the_kernels_touch():
+    from ssm.triton_scan import fused_scan_bytes, materialised_scan_bytes
+
+    batch, dim, L, N, chunk = 2, 3, 50, 4, 16
+    x = torch.empty(batch, dim, L)  # u, delta, out, z, du, ddelta, dz, dout all have this size
+    bc = torch.empty(batch, N, L)  # B, C, dB, dC
+    boundary = torch.empty(batch, dim, 4, N)  # ceil(50 / 16) = 4 chunk-boundary states
+    last = torch.empty(batch, dim, N)
+    forward = 3 * x.nbytes + 2 * bc.nbytes + boundary.nbytes + last.nbytes  # u, delta, out
+    assert fused_scan_bytes(batch, dim, L, N, chunk_size=chunk) == forward
+    assert fused_scan_bytes(batch, dim, L, N, chunk_size=chunk, has_z=True) == forward + x.nbytes
+    # backward: u, delta, dout in; du, ddelta out; B, C in; dB, dC read and written; states in
+    backward = 5 * x.nbytes + 6 * bc.nbytes + boundary.nbytes
+    assert fused_scan_bytes(batch, dim, L, N, chunk_size=chunk, backward=True) == backward
+    states = torch.empty(batch, dim, L, N)
+    assert materialised_scan_bytes(batch, dim, L, N) == 6 * states.nbytes + 3 * x.nbytes
