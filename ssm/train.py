@@ -210,11 +210,11 @@ PRESETS: dict[str, dict[str, dict]] = {
         "full": {
             **_COMMON,
             "n_tokens": 8,
-            "n_memory": 64,
+            "n_memory": 48,
             "vocab": 8,
             "n_test": 1024,
             "params": 30_000,
-            "steps": 3000,
+            "steps": 1500,
             "batch": 32,
         },
     },
@@ -234,7 +234,7 @@ PRESETS: dict[str, dict[str, dict]] = {
             "vocab": 16,
             "n_test": 512,
             "params": 30_000,
-            "steps": 3000,
+            "steps": 2000,
             "batch": 32,
         },
     },
@@ -244,7 +244,7 @@ PRESETS: dict[str, dict[str, dict]] = {
             **_COMMON,
             "readout": "mean",
             "params": 40_000,
-            "steps": 4000,
+            "steps": 2000,
             "batch": 64,
             "dropout": 0.1,
         },
@@ -265,13 +265,15 @@ PRESETS: dict[str, dict[str, dict]] = {
             "horizon": 12,
             "test_fraction": 0.2,
             "params": 20_000,
-            "steps": 2000,
+            "steps": 1000,
             "batch": 32,
         },
     },
 }
 """Configurations by task and preset. ``params`` is the parameter budget: every model's width is
-chosen so that its size is the closest to it (:func:`ssm.models.width_for_budget`)."""
+chosen so that its size is the closest to it (:func:`ssm.models.width_for_budget`). ``lr_ssm``
+is the learning rate of the S4, S4D and DSS parameters Delta, A, B; ``lr_ssm_s6`` that of S6's
+(Mamba trains them at the main rate: with ``1e-3`` S6 learned selective copying more slowly)."""
 
 
 def available_models() -> tuple[str, ...]:
@@ -521,6 +523,8 @@ def run(
 
     seed_everything(seed)
     task, cfg = make_task(task_name, preset, seed)
+    if model_name == "s6":
+        cfg["lr_ssm"] = cfg["lr_ssm_s6"]
     model = make_model(model_name, task, cfg)
     out = Path(out) if out is not None else Path("runs") / f"{task_name}_{model_name}_{preset}"
     t0 = time.perf_counter()
