@@ -37,6 +37,7 @@ __all__ = [
     "available_models",
     "make_task",
     "make_model",
+    "build",
     "param_groups",
     "evaluate",
     "train",
@@ -185,6 +186,7 @@ TASKS: dict[str, Callable[[dict, int], Task]] = {
 _COMMON = {
     "lr": 3e-3,
     "lr_ssm": 1e-3,
+    "lr_ssm_s6": 3e-3,
     "weight_decay": 0.05,
     "warmup": 0.05,
     "clip": 1.0,
@@ -502,6 +504,22 @@ def train(
     return records
 
 
+def build(
+    task_name: str, model_name: str, preset: str = "quick", seed: int = 0
+) -> tuple[Task, dict, SequenceModel]:
+    """Seed everything, then make the task, its configuration and the model: what :func:`run`
+    trains. For ``s6`` the configuration's ``lr_ssm`` becomes ``lr_ssm_s6``."""
+    _check_choice("task", task_name, list(TASKS))
+    _check_choice("model", model_name, available_models())
+    from ssm.utils import seed_everything
+
+    seed_everything(seed)
+    task, cfg = make_task(task_name, preset, seed)
+    if model_name == "s6":
+        cfg["lr_ssm"] = cfg["lr_ssm_s6"]
+    return task, cfg, make_model(model_name, task, cfg)
+
+
 def run(
     task_name: str,
     model_name: str,
@@ -517,15 +535,7 @@ def run(
     Returns the result: task, model, preset, seed, parameter count, wall time (s), test metrics,
     reference metrics, the configuration, the command and the metric history.
     """
-    _check_choice("task", task_name, list(TASKS))
-    _check_choice("model", model_name, available_models())
-    from ssm.utils import seed_everything
-
-    seed_everything(seed)
-    task, cfg = make_task(task_name, preset, seed)
-    if model_name == "s6":
-        cfg["lr_ssm"] = cfg["lr_ssm_s6"]
-    model = make_model(model_name, task, cfg)
+    task, cfg, model = build(task_name, model_name, preset, seed)
     out = Path(out) if out is not None else Path("runs") / f"{task_name}_{model_name}_{preset}"
     t0 = time.perf_counter()
     history = train(model, task, cfg, out, resume=resume, progress=progress)
