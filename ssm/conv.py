@@ -1,9 +1,9 @@
 """Chapter 1: causal convolution with the FFT in ``O(L log L)``.
 
-``y_k = sum_{l=0}^{k} K_l u_{k-l}`` ({eq}`causal-conv`) for ``k = 0..L-1``. The FFT computes a
+``y_k = sum_{l=0}^{k} K_l u_{k-l}`` (:eq:`causal-conv`) for ``k = 0..L-1``. The FFT computes a
 *circular* convolution; padding both sequences with zeros to length ``2L`` makes the
 wrap-around terms multiply zeros, so the first ``L`` outputs are the causal ones
-({eq}`fft-conv`).
+(:eq:`fft-conv`).
 """
 
 from __future__ import annotations

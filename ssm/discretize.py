@@ -2,7 +2,7 @@
 
 The continuous system ``x'(t) = A x(t) + B u(t)`` becomes ``h_k = A_bar h_{k-1} + B_bar u_k``
 for a step size ``dt``. Three rules are implemented, each derived in chapter 1:
-forward Euler {eq}`euler`, bilinear (Tustin) {eq}`bilinear` and zero-order hold {eq}`zoh`.
+forward Euler :eq:`euler`, bilinear (Tustin) :eq:`bilinear` and zero-order hold :eq:`zoh`.
 
 Shapes: ``N`` is the state size. ``A`` is *dense* with shape ``(..., N, N)`` or *diagonal*
 with shape ``(..., N)`` — it is read as diagonal when it has as many dimensions as ``B``
@@ -115,7 +115,7 @@ def discretize(
 ) -> tuple[Tensor, Tensor]:
     """Discretize ``x' = A x + B u`` with step ``dt``: returns ``(A_bar, B_bar)``.
 
-    Implements {eq}`zoh` (``method="zoh"``), {eq}`bilinear` and {eq}`euler`.
+    Implements :eq:`zoh` (``method="zoh"``), :eq:`bilinear` and :eq:`euler`.
 
     Args:
         A: dense ``(..., N, N)`` or diagonal ``(..., N)`` (diagonal when ``A.dim() == B.dim()``),

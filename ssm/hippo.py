@@ -5,9 +5,9 @@ orthonormal Legendre basis ``g_n(x) = sqrt(2n+1) P_n(x)`` on ``x in [-1, 1]``, w
 is the present and ``x = -1`` the oldest remembered time:
 
 * LegS (scaled measure, the whole history ``[0, t]``): ``c'(t) = (A c(t) + B u(t)) / t``,
-  {eq}`hippo-legs-ode` with {eq}`hippo-legs`;
+  :eq:`hippo-legs-ode` with :eq:`hippo-legs`;
 * LegT (translated measure, a sliding window ``[t - theta, t]``):
-  ``c'(t) = (A c(t) + B u(t)) / theta``, {eq}`hippo-legt-ode` with {eq}`hippo-legt`.
+  ``c'(t) = (A c(t) + B u(t)) / theta``, :eq:`hippo-legt-ode` with :eq:`hippo-legt`.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def hippo_legt(N: int) -> tuple[Tensor, Tensor]:
 def hippo(N: int, measure: str = "legs") -> tuple[Tensor, Tensor]:
     """The HiPPO matrices ``(A, B)``: ``A`` (N, N) and ``B`` (N,), float64.
 
-    ``measure="legs"`` gives {eq}`hippo-legs` (use as ``c' = (A c + B u) / t``);
-    ``measure="legt"`` gives {eq}`hippo-legt` (use as ``c' = (A c + B u) / theta`` for a
+    ``measure="legs"`` gives :eq:`hippo-legs` (use as ``c' = (A c + B u) / t``);
+    ``measure="legt"`` gives :eq:`hippo-legt` (use as ``c' = (A c + B u) / theta`` for a
     window of length ``theta``).
     """
     _check_N(N)
@@ -65,7 +65,7 @@ def hippo(N: int, measure: str = "legs") -> tuple[Tensor, Tensor]:
 def legendre_basis(N: int, x: Tensor) -> Tensor:
     """The orthonormal Legendre basis ``g_n(x) = sqrt(2n+1) P_n(x)``, ``n = 0..N-1``.
 
-    ``P_n`` by the three-term recurrence {eq}`hippo-legendre-recurrence`
+    ``P_n`` by the three-term recurrence :eq:`hippo-legendre-recurrence`
     ``(n+1) P_{n+1} = (2n+1) x P_n - n P_{n-1}``. ``x``: any shape, values in ``[-1, 1]``.
     Returns shape ``x.shape + (N,)``; ``g_n`` is orthonormal for the measure ``dx / 2``.
     """
@@ -85,9 +85,9 @@ def hippo_coefficients(
     """Run HiPPO online over ``u`` and return the coefficients after every step.
 
     ``u`` (L,) is held constant on each unit step ``(k-1, k]``, ``k = 1..L``, and each step is
-    integrated exactly by zero-order hold ({eq}`zoh`):
+    integrated exactly by zero-order hold (:eq:`zoh`):
 
-    * LegS is time-invariant in ``tau = log t`` ({eq}`hippo-legs-log`), so step ``k >= 2`` is ZOH
+    * LegS is time-invariant in ``tau = log t`` (:eq:`hippo-legs-log`), so step ``k >= 2`` is ZOH
       of ``(A, B)`` with ``dt = log(k / (k-1))``; the first step gives ``c_1 = u_1 e_0``.
     * LegT is ZOH of ``(A / theta, B / theta)`` with ``dt = 1``; ``theta`` (in steps) is required.
 
@@ -124,7 +124,7 @@ def hippo_reconstruct(c: Tensor, num_points: int) -> Tensor:
 
     The points are ``x = -1 .. 1`` evenly spaced: oldest remembered time first, present last
     (LegS: ``s = t (x+1)/2``; LegT: ``s = t - theta (1-x)/2``). ``c``: ``(..., N)``.
-    Returns ``(..., num_points)``, the dtype of ``c``. Implements {eq}`hippo-reconstruct`.
+    Returns ``(..., num_points)``, the dtype of ``c``. Implements :eq:`hippo-reconstruct`.
     """
     if not isinstance(c, Tensor) or c.dim() < 1:
         raise ValueError(f"c: expected a tensor of shape (..., N), got {type(c).__name__}")

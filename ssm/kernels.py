@@ -1,7 +1,7 @@
 """Chapter 1: the convolution kernel of a discrete state space model, computed naively.
 
 Unrolling ``h_k = A_bar h_{k-1} + B_bar u_k``, ``y_k = C h_k`` from ``h_{-1} = 0`` gives
-``y = K * u`` with ``K_l = C A_bar^l B_bar`` ({eq}`ssm-kernel`). This module computes ``K`` by
+``y = K * u`` with ``K_l = C A_bar^l B_bar`` (:eq:`ssm-kernel`). This module computes ``K`` by
 ``L`` repeated multiplications; it is slow (``O(L N^2)``) on purpose: it is the reference
 that the fast kernels of chapters 3 and 4 are tested against.
 """

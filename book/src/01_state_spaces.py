@@ -347,8 +347,19 @@ gap = (y_recurrent - y_convolution).abs().max()
 print(f"max |recurrent - convolutional| < 1e-12: {bool(gap < 1e-12)}")
 
 # %% [markdown]
-# The two views agree to rounding error. With ZOH the discrete kernel samples the continuous
-# one: $\bar K_\ell = C e^{\ell\Delta A}\bar B \approx \Delta\, K(\ell\Delta)$ for small $\Delta$.
+# The two views agree to rounding error. With ZOH the discrete kernel is the continuous one
+# integrated over each step: factoring $C e^{\ell\Delta A}$ into the integral of {eq}`zoh`,
+# $\bar K_\ell = C e^{\ell\Delta A}\int_0^\Delta e^{As}ds\,B = \int_{\ell\Delta}^{(\ell+1)\Delta} K(s)\,ds$,
+# about $\Delta\,K(\ell\Delta)$ for small $\Delta$. For the mass–spring, $K$ has the antiderivative
+# $F(t) = -e^{-at}(a \sin\omega_d t + \omega_d\cos\omega_d t) / \big(m\,\omega_d (a^2 + \omega_d^2)\big)$
+# with $a = \zeta\omega_0$, which checks this to rounding error:
+
+# %%
+a = zeta * omega0
+t_l = 0.1 * torch.arange(L + 1)
+F = -torch.exp(-a * t_l) * (a * torch.sin(omega_d * t_l) + omega_d * torch.cos(omega_d * t_l)) / (m * omega_d * (a**2 + omega_d**2))
+torch.testing.assert_close(K, F[1:] - F[:-1], rtol=1e-10, atol=1e-13)
+print(f"ZOH kernel = integral of K(t) over each step, to 1e-10 relative: {torch.allclose(K, F[1:] - F[:-1], rtol=1e-10, atol=1e-13)}")
 
 # %% [markdown]
 # ## Causal convolution with the FFT
