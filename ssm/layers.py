@@ -30,7 +30,7 @@ from ssm.s4d import dss_kernel, s4d_init, s4d_kernel
 __all__ = ["S4", "S4D", "DSS", "SequenceBlock", "ssm_parameters"]
 
 
-def ssm_parameters(module: nn.Module) -> list[nn.Parameter]:
+def ssm_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The SSM parameters (Δ, A or Λ, P, B) of every S4/S4D/DSS layer inside ``module``.
 
     Read from each layer's ``SSM_PARAMETERS`` names; every parameter appears once.
@@ -109,7 +109,7 @@ class S4(_LTILayer):
     """The S4 layer {cite}`gu2022s4`: a DPLR SSM per channel, kernel by Cauchy + Woodbury.
 
     ``A = diag(Lambda) - P P^*`` with ``Lambda``, ``P``, ``B`` initialised from
-    :func:`ssm.dplr` (HiPPO-LegS), ``C`` complex normal, ``log dt`` uniform in
+    :func:`ssm.s4.dplr` (HiPPO-LegS), ``C`` complex normal, ``log dt`` uniform in
     ``[log dt_min, log dt_max]``. The real parts of ``Lambda`` are ``-exp(log_neg_real) < 0``.
     SSM parameters (tagged ``_ssm_param``): ``log_dt``, ``log_neg_real``, ``imag``, ``P``, ``B``.
 
@@ -142,7 +142,7 @@ class S4(_LTILayer):
         )
 
     def kernel(self, L: int) -> Tensor:
-        """The S4 kernel (H, L) by :func:`ssm.s4_kernel`, with gradients."""
+        """The S4 kernel (H, L) by :func:`ssm.s4.s4_kernel`, with gradients."""
         return s4_kernel(*self.modes(), torch.exp(self.log_dt), L)
 
     def default_state(self, batch: int) -> Tensor:
@@ -166,7 +166,7 @@ class S4(_LTILayer):
 class S4D(_LTILayer):
     """The S4D layer {cite}`gu2022s4d`: a diagonal SSM per channel, Vandermonde kernel.
 
-    ``A`` from :func:`ssm.s4d_init` (``init``), ``B = 1``, ``C`` complex normal; ``N/2``
+    ``A`` from :func:`ssm.s4d.s4d_init` (``init``), ``B = 1``, ``C`` complex normal; ``N/2``
     conjugate-pair modes, ``K = 2 Re ...``. Real parts of ``A`` are ``-exp(log_neg_real) < 0``.
     SSM parameters (tagged ``_ssm_param``): ``log_dt``, ``log_neg_real``, ``imag``, ``B``.
 
@@ -202,7 +202,7 @@ class S4D(_LTILayer):
         return self._eigenvalues(), torch.view_as_complex(self.B), torch.view_as_complex(self.C)
 
     def kernel(self, L: int) -> Tensor:
-        """The S4D kernel (H, L) by :func:`ssm.s4d_kernel`."""
+        """The S4D kernel (H, L) by :func:`ssm.s4d.s4d_kernel`."""
         return s4d_kernel(*self.modes(), torch.exp(self.log_dt), L, self.method)
 
     def default_state(self, batch: int) -> Tensor:
@@ -226,7 +226,7 @@ class DSS(_LTILayer):
     """The DSS-exp layer {cite}`gupta2022dss`: a diagonal SSM with a softmax-normalised kernel.
 
     ``Lambda`` from S4D-LegS, ``W`` complex normal; ``K = 2 Re[(W / Lambda) row-softmax]``
-    (:func:`ssm.dss_kernel`). Real parts of ``Lambda`` are ``-exp(log_neg_real) < 0``.
+    (:func:`ssm.s4d.dss_kernel`). Real parts of ``Lambda`` are ``-exp(log_neg_real) < 0``.
     SSM parameters (tagged ``_ssm_param``): ``log_dt``, ``log_neg_real``, ``imag``.
 
     The normalisation runs over the sequence length, so the recurrent form depends on it:
@@ -246,7 +246,7 @@ class DSS(_LTILayer):
         self.step_length: int | None = None
 
     def kernel(self, L: int) -> Tensor:
-        """The DSS-exp kernel (H, L) by :func:`ssm.dss_kernel`."""
+        """The DSS-exp kernel (H, L) by :func:`ssm.s4d.dss_kernel`."""
         return dss_kernel(self._eigenvalues(), torch.view_as_complex(self.W), self.log_dt.exp(), L)
 
     def setup_step(self, L: int) -> None:
@@ -290,7 +290,9 @@ class SequenceBlock(nn.Module):
         prenorm: where the LayerNorm goes.
     """
 
-    def __init__(self, H: int, layer: nn.Module, dropout: float = 0.0, prenorm: bool = True):
+    def __init__(
+        self, H: int, layer: torch.nn.Module, dropout: float = 0.0, prenorm: bool = True
+    ) -> None:
         super().__init__()
         if isinstance(H, bool) or not isinstance(H, int) or H < 1:
             raise ValueError(f"H: expected a positive int number of channels, got {H!r}")

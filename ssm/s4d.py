@@ -27,7 +27,7 @@ KINDS = ("legs", "inv", "lin")
 def s4d_init(N: int, kind: str = "lin") -> Tensor:
     """Diagonal initialisations of S4D: ``N/2`` eigenvalues with positive imaginary part.
 
-    * ``"legs"``, eq. (s4d-legs): the diagonal ``Lambda`` of DPLR-HiPPO-LegS (:func:`ssm.dplr`);
+    * ``"legs"``, eq. (s4d-legs): the diagonal ``Lambda`` of DPLR-HiPPO-LegS (:func:`ssm.s4.dplr`);
     * ``"inv"``, eq. (s4d-inv): ``A_n = -1/2 + i N/pi (N/(2n+1) - 1)``;
     * ``"lin"``, eq. (s4d-lin): ``A_n = -1/2 + i pi n``.
 
@@ -106,7 +106,7 @@ def s4d_kernel(
 ) -> Tensor:
     """The S4D kernel ``K_l = 2 Re sum_n C_n B_bar_n A_bar_n^l``, eq. (s4d-kernel).
 
-    Each mode is discretized with :func:`ssm.discretize` (``"zoh"`` {eq}`zoh` or
+    Each mode is discretized with :func:`ssm.discretize.discretize` (``"zoh"`` {eq}`zoh` or
     ``"bilinear"`` {eq}`bilinear`), then :func:`vandermonde` sums the modes.
 
     Args:
