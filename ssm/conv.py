@@ -23,8 +23,8 @@ def causal_conv(u: Tensor, K: Tensor) -> Tensor:
             (e.g. ``u`` of shape ``(batch, H, L)`` and ``K`` of shape ``(H, L)``).
 
     Returns:
-        ``y`` of shape ``(..., L)`` (broadcast leading dimensions): real when ``u`` and ``K``
-        are real, complex otherwise, ``y_k = sum_{l<=k} K_l u_{k-l}``.
+        ``y`` of shape ``(..., L)`` with the broadcast leading dimensions, real when ``u`` and
+        ``K`` are real and complex otherwise, ``y_k = sum_{l<=k} K_l u_{k-l}``.
     """
     for name, value in (("u", u), ("K", K)):
         if not isinstance(value, Tensor):
