@@ -425,3 +425,19 @@ def test_bad_discretize_and_softplus_inputs():
         inverse_softplus(torch.tensor([0.5, 0.0]))
     with pytest.raises(TypeError, match="y: expected a floating-point tensor"):
         inverse_softplus(torch.tensor([1, 2]))
+
+
+@pytest.mark.parametrize("method", ["hillis_steele", "blelloch", "chunked", "auto"])
+def test_mamba_scan_methods_agree_with_loop_in_forward_and_backward(method):
+    # The block must go through ssm.selective_scan, so every scan method gives the same block.
+    reference = Mamba(8, d_state=4, scan_method="sequential").double()
+    block = Mamba(8, d_state=4, scan_method=method).double()
+    block.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 37, 8, dtype=torch.float64)
+    upstream = torch.randn(2, 37, 8, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), mamba_loop(reference, x), **F64)
+    (reference(x) * upstream).sum().backward()
+    (block(x) * upstream).sum().backward()
+    for (name, p_ref), p in zip(reference.named_parameters(), block.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, p_ref.grad, **F64, msg=lambda m, n=name: f"{n}: {m}")

@@ -402,14 +402,15 @@ print(f"last state: {tuple(h_last.shape)} = (batch, D, N); output: {tuple(y_full
 # \begin{aligned}
 # (u, z) &= x\, W_{\text{in}} && \text{in-projection to } 2D \text{ channels} \\
 # u &\leftarrow \operatorname{silu}\big(\operatorname{conv}_w(u)\big) && \text{causal depthwise convolution of width } w = 4 \\
-# y &= \operatorname{S6}(u) && \text{{eq}`s6-selection`, {eq}`s6-recurrence` with } \Delta, B, C \text{ from } u \\
+# y &= \operatorname{S6}(u) && \text{selective SSM, with } \Delta, B, C \text{ computed from } u \\
 # \text{out} &= \big(y \odot \operatorname{silu}(z)\big)\, W_{\text{out}} && \text{gate, out-projection back to } d_{\text{model}}
 # \end{aligned}
 # $$ (s6-block)
 #
-# The short convolution lets each channel see the last $w$ tokens before deciding what to
-# select; the gate $z$ is the GLU-style multiplicative branch {cite}`dauphin2017glu`. The
-# forward pass is a few lines around the selective scan:
+# Here S6 is {eq}`s6-selection` and {eq}`s6-recurrence` applied to $u$. The short convolution
+# lets each channel see the last $w$ tokens before deciding what to select; the gate $z$ is the
+# GLU-style multiplicative branch {cite}`dauphin2017glu`. The forward pass is a few lines
+# around the selective scan:
 #
 # ```{literalinclude} ../ssm/mamba.py
 # :pyobject: Mamba.forward
