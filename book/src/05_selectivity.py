@@ -260,6 +260,7 @@ for a_n in (-1.0, -4.0, -16.0):
     small = dts * abs(a_n) < 0.05  # there the next term of phi changes the ratio by < 1 %
     gap = ((euler - zoh) / euler).abs()[small]
     assert ((gap / (dts[small] * abs(a_n) / 2)) - 1).abs().max() < 0.02
+    assert ((euler - zoh) / euler).abs()[-1] > 0.9  # saturation at Delta = 10
 ax.axvspan(0.001, 0.1, color="C2", alpha=0.1, label=r"Mamba's initial $\Delta$")
 ax.set(xlabel=r"$\Delta$", ylabel=r"$|\bar B^{\rm Euler} - \bar B^{\rm ZOH}| / |\bar B^{\rm Euler}|$")
 ax.set(title="Euler vs ZOH for the input matrix (dotted: $|\\Delta a_n|/2$)")
@@ -492,6 +493,7 @@ with torch.no_grad():
 torch.testing.assert_close(y_recurrent, y_parallel, rtol=1e-12, atol=1e-12)
 print("step-by-step equals forward to 1e-12 (3 layers, 40 tokens, float64)")
 print("cache shapes per layer:", [tuple(c.shape) for c in cache])
+assert sum(c[0].numel() for c in cache) == Dm * (w + N) == 2560
 
 # %% [markdown]
 # The cache has $D(w + N)$ numbers per sequence and layer — $128 \cdot (4 + 16) = 2560$ for
@@ -550,6 +552,7 @@ y_hand, delta_hand = hand_set_s6(inputs)
 err_hand = (((y_hand[:, -1] - target) ** 2).mean() / (target**2).mean()).item()
 print(f"hand-set S6: relative test MSE = {err_hand:.1e} (best LTI layer: {err_random:.4f})")
 assert err_hand < 1e-4
+assert abs(F.softplus(torch.tensor(8.0)) - 8) < 1e-3 and abs(F.softplus(torch.tensor(-8.0)) - 3.4e-4) < 1e-5
 
 # %%
 def plot_selection(inputs, delta, y, title):
@@ -577,7 +580,7 @@ plot_selection(inputs, delta_hand[0], y_hand[0], "hand-set S6: the state opens a
 # Does training find the same mechanism? We train a tiny model — a linear embedding of
 # $(v_t, m_t)$ into $d_{\text{model}} = 16$, one Mamba block ($D = 32$ channels, $N = 4$), a
 # linear readout at the last step — on fresh marker-task batches with AdamW
-# {cite}`loshchilov2019adamw` in float32, for 800 steps of 64 sequences (about ten seconds on
+# {cite}`loshchilov2019adamw` in float32, for 800 steps of 64 sequences (well under a minute on
 # one CPU core; with tensors this small, one thread is faster than two). This is a small,
 # short run with one seed, not a tuned experiment; chapter 8 trains real models on the full
 # selective copying task.
@@ -619,7 +622,8 @@ for step in range(800):
     optimizer.step()
     if step % 100 == 0 or step == 799:
         print(f"step {step:3d}  loss {loss.item():.4f}")
-print(f"training time {time.perf_counter() - start:.1f} s")
+train_time = time.perf_counter() - start
+print(f"training time {train_time:.1f} s")
 torch.set_num_threads(threads)
 
 # %%
@@ -638,6 +642,7 @@ print(f"channels whose mean step size at the marker is over twice that elsewhere
 
 # %%
 assert err_trained < 0.05
+assert train_time < 60
 assert ratio[channel] > 2
 
 # %%
@@ -660,8 +665,8 @@ plt.show()
 # marked value arrives and closes it elsewhere, as the hand-set channel does. Training has
 # other ways to select, though: the SiLU after the convolution can already suppress unmarked
 # values, and $B_t$ and the gate depend on the input too. With other seeds we have seen runs
-# that reach the same error while their most selective channel's step size is only about
-# 1.2 times larger at the marker; the asserted ratio holds for the seed used here.
+# that reach the same error while no channel's step size stands out at the marker; the
+# asserted ratio holds for the seed used here, not for every training run.
 #
 # ## Summary
 #
