@@ -197,32 +197,37 @@ _COMMON = {
     "ckpt_every": 0,
 }
 
+_FAST = {"lr": 6e-3, "lr_ssm_s6": 6e-3}  # the token tasks: S6 learned them faster at 6e-3
+
 PRESETS: dict[str, dict[str, dict]] = {
     "selective_copying": {
         "quick": {
             **_COMMON,
+            **_FAST,
             "n_tokens": 4,
-            "n_memory": 32,
+            "n_memory": 16,
             "vocab": 4,
             "n_test": 512,
             "params": 12_000,
-            "steps": 400,
+            "steps": 500,
             "batch": 32,
         },
         "full": {
             **_COMMON,
+            **_FAST,
             "n_tokens": 8,
             "n_memory": 48,
             "vocab": 8,
             "n_test": 1024,
             "params": 30_000,
-            "steps": 1500,
+            "steps": 3000,
             "batch": 32,
         },
     },
     "induction_heads": {
         "quick": {
             **_COMMON,
+            **_FAST,
             "length": 32,
             "vocab": 8,
             "n_test": 256,
@@ -232,6 +237,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         },
         "full": {
             **_COMMON,
+            **_FAST,
             "length": 64,
             "vocab": 16,
             "n_test": 512,
@@ -246,7 +252,7 @@ PRESETS: dict[str, dict[str, dict]] = {
             **_COMMON,
             "readout": "mean",
             "params": 40_000,
-            "steps": 2000,
+            "steps": 1500,
             "batch": 64,
             "dropout": 0.1,
         },
