@@ -143,7 +143,7 @@ class S4(_LTILayer):
 
     def kernel(self, L: int) -> Tensor:
         """The S4 kernel (H, L) by :func:`ssm.s4.s4_kernel`, with gradients."""
-        return s4_kernel(*self.modes(), torch.exp(self.log_dt), L)
+        return s4_kernel(*self.modes(), torch.exp(self.log_dt), L, pairs=True)
 
     def default_state(self, batch: int) -> Tensor:
         """The zero state (batch, H, N), complex."""

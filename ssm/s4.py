@@ -209,7 +209,14 @@ def generating_function(
 
 
 def s4_kernel(
-    Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor, dt: Tensor | float, L: int
+    Lambda: Tensor,
+    P: Tensor,
+    B: Tensor,
+    C: Tensor,
+    dt: Tensor | float,
+    L: int,
+    *,
+    pairs: bool = False,
 ) -> Tensor:
     """The S4 convolution kernel of a DPLR system, bilinear discretization, eq. (s4-kernel).
 
@@ -224,6 +231,9 @@ def s4_kernel(
         C: (..., N) complex, the ``C`` of the DPLR basis (not ``C~``).
         dt: positive step size, a float or a real tensor of the leading shape (e.g. (H,)).
         L: kernel length >= 1.
+        pairs: declare that the modes come in conjugate pairs (as those of :func:`dplr`), so
+            that ``K`` is real and its DFT Hermitian: only the ``L//2 + 1`` frequencies
+            ``omega_0..omega_{L//2}`` are evaluated and ``irfft`` returns ``K`` (half the work).
 
     Returns:
         ``K`` (..., L), the real part of ``K_l = C A_bar^l B_bar`` (exactly real when the modes
@@ -237,5 +247,7 @@ def s4_kernel(
     dt = _as_dt(dt, Lambda).expand(Lambda.shape[:-1])
     A_bar, _ = dplr_bilinear(Lambda, P, B, dt)
     omega = roots_of_unity(L, Lambda.dtype).to(Lambda.device)
+    if pairs:
+        omega = omega[: L // 2 + 1]
     K_hat = generating_function(Lambda, P, B, c_tilde(C, A_bar, L), dt, omega)
-    return torch.fft.ifft(K_hat, n=L).real
+    return torch.fft.irfft(K_hat, n=L) if pairs else torch.fft.ifft(K_hat, n=L).real

@@ -83,6 +83,17 @@ def test_s4_kernel_matches_dense_bilinear_hippo(L: int) -> None:
     assert relative_error(K, naive_bilinear_kernel(Lambda, P, B, C, 0.05, L)) < RTOL
 
 
+@pytest.mark.parametrize("L", [1, 2, 7, 64, 99])
+def test_s4_kernel_pairs_uses_half_the_frequencies(L: int) -> None:
+    """With conjugate pairs, pairs=True (irfft of L//2+1 values) equals the naive kernel."""
+    Lambda, P, B, _ = ssm.dplr(16)
+    half = torch.randn(8, dtype=torch.complex128, generator=torch.Generator().manual_seed(L))
+    C = torch.cat([half, half.conj()])
+    K = ssm.s4_kernel(Lambda, P, B, C, 0.1, L, pairs=True)
+    assert K.shape == (L,)
+    assert relative_error(K, naive_bilinear_kernel(Lambda, P, B, C, 0.1, L)) < RTOL
+
+
 @pytest.mark.parametrize("L", [1, 31, 128])
 def test_s4_kernel_random_complex_batched(L: int) -> None:
     Lambda, P, B, C = random_dplr((4,), 8, seed=L)
