@@ -338,7 +338,7 @@ def compile_kernels(
         block_d, dstate, chunk_size: BLOCK_D, N (rounded up to a power of two), BLOCK_L.
 
     Returns:
-        {kernel name: PTX source}.
+        A dict that maps each kernel's name to its PTX source.
     """
     if interpreter_enabled():
         raise RuntimeError(
