@@ -233,9 +233,9 @@ print(f"LegT: exact for the cubic (gap < 1e-7), approximate for the smooth input
 # $$ (hippo-legs-log)
 #
 # Samples $u_k$ held on $(k-1, k]$ are then held on $(\log(k-1), \log k]$, and ZOH with step
-# $\Delta_k = \log\frac{k}{k-1}$ integrates each interval *exactly*. (The HiPPO paper uses
-# bilinear or Euler steps of size $1/k$ instead {cite}`gu2020hippo`; those differ by
-# $O(1/k^2)$ per step.) The first interval $(0, 1]$ holds a constant, whose projection is
+# $\Delta_k = \log\frac{k}{k-1}$ integrates each interval *exactly*. (The HiPPO paper
+# discretizes {eq}`hippo-legs-ode` directly, with Euler or bilinear steps in $t$
+# {cite}`gu2020hippo`.) The first interval $(0, 1]$ holds a constant, whose projection is
 # $c = u_1 e_0$. The step sizes $\Delta_k$ all differ, so we discretize them in one batched
 # call — the channel dimension of `ssm.discretize`:
 #
