@@ -228,25 +228,25 @@ class Mamba(nn.Module):
         """The state matrix ``A = -exp(A_log)``, ``(D, N)``: negative, hence stable."""
         return -torch.exp(self.A_log)
 
-    def selection(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def selection(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The input-dependent parameters {eq}`s6-selection` of S6, before the softplus and bias.
 
         Args:
-            x: the SSM input, ``(batch, D, L)``.
+            u: the SSM input, ``(batch, D, L)``.
 
         Returns:
-            ``(delta_raw, B, C)``: ``delta_raw = W_Δ (W_R x)`` of shape ``(batch, D, L)`` (the
+            ``(delta_raw, B, C)``: ``delta_raw = W_Δ (W_R u)`` of shape ``(batch, D, L)`` (the
             scan adds ``dt_proj.bias`` and applies ``softplus``), and ``B``, ``C`` of shape
             ``(batch, N, L)``.
         """
-        x_dbl = torch.einsum("bel,ke->bkl", x, self.x_proj.weight)
-        dt_low, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
+        projected = torch.einsum("bel,ke->bkl", u, self.x_proj.weight)  # (b, r + 2n, l)
+        dt_low, B, C = torch.split(projected, [self.dt_rank, self.d_state, self.d_state], dim=1)
         delta_raw = torch.einsum("brl,er->bel", dt_low, self.dt_proj.weight)
         return delta_raw, B, C
 
-    def delta(self, x: Tensor) -> Tensor:
-        """The step sizes ``Δ = softplus(W_Δ (W_R x) + b_Δ)``, ``(batch, D, L)``."""
-        delta_raw, _, _ = self.selection(x)
+    def delta(self, u: Tensor) -> Tensor:
+        """The step sizes ``Δ = softplus(W_Δ (W_R u) + b_Δ)`` of an SSM input, ``(batch, D, L)``."""
+        delta_raw, _, _ = self.selection(u)
         return F.softplus(delta_raw + self.dt_proj.bias[:, None])
 
     def _check_input(self, x: Tensor) -> None:
@@ -259,17 +259,24 @@ class Mamba(nn.Module):
                 f"x: expected shape (batch, L, d_model={self.d_model}), got {tuple(x.shape)}"
             )
 
-    def _conv_and_gate_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        xz = self.in_proj(x).transpose(1, 2)  # (b, 2e, l)
-        x_in, z = xz.chunk(2, dim=1)
-        L = x.shape[1]
-        x_conv = F.silu(self.conv1d(x_in)[..., :L])
-        return x_in, x_conv, z
+    def ssm_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The in-projection and causal convolution of {eq}`s6-block`.
 
-    def _scan(self, x_conv: Tensor, z: Tensor, return_last_state: bool):
-        delta_raw, B, C = self.selection(x_conv)
+        Args:
+            x: ``(batch, L, d_model)``.
+
+        Returns:
+            ``(u_tilde, u, z)``, each ``(batch, D, L)``: the convolution input ``u_tilde``, the
+            SSM input ``u = silu(conv(u_tilde))`` and the gate branch ``z``.
+        """
+        u_tilde, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)  # (b, e, l) each
+        u = F.silu(self.conv1d(u_tilde)[..., : x.shape[1]])  # keep the causal outputs
+        return u_tilde, u, z
+
+    def _scan(self, u: Tensor, z: Tensor, return_last_state: bool):
+        delta_raw, B, C = self.selection(u)
         return selective_scan(
-            x_conv,
+            u,
             delta_raw,
             self.A,
             B,
@@ -292,8 +299,8 @@ class Mamba(nn.Module):
             ``(batch, L, d_model)``, same dtype.
         """
         self._check_input(x)
-        _, x_conv, z = self._conv_and_gate_inputs(x)
-        y = self._scan(x_conv, z, return_last_state=False)
+        _, u, z = self.ssm_inputs(x)
+        y = self._scan(u, z, return_last_state=False)
         return self.out_proj(y.transpose(1, 2))
 
     def prefill(self, x: Tensor) -> tuple[Tensor, MambaCache]:
@@ -308,9 +315,9 @@ class Mamba(nn.Module):
             first) and ``ssm_state`` ``(batch, D, N)`` (the state after the last token).
         """
         self._check_input(x)
-        x_in, x_conv, z = self._conv_and_gate_inputs(x)
-        y, ssm_state = self._scan(x_conv, z, return_last_state=True)
-        conv_state = F.pad(x_in, (max(self.d_conv - x.shape[1], 0), 0))[..., -self.d_conv :]
+        u_tilde, u, z = self.ssm_inputs(x)
+        y, ssm_state = self._scan(u, z, return_last_state=True)
+        conv_state = F.pad(u_tilde, (max(self.d_conv - x.shape[1], 0), 0))[..., -self.d_conv :]
         return self.out_proj(y.transpose(1, 2)), (conv_state, ssm_state)
 
     def allocate_cache(
@@ -366,17 +373,17 @@ class Mamba(nn.Module):
         """
         self._check_cache(x_t, cache)
         conv_state, h = cache
-        x_in, z = self.in_proj(x_t).chunk(2, dim=-1)  # (b, e) each
-        conv_state = torch.cat([conv_state[..., 1:], x_in[..., None]], dim=-1)
-        x_conv = torch.einsum("bew,ew->be", conv_state, self.conv1d.weight[:, 0, :])
+        u_tilde, z = self.in_proj(x_t).chunk(2, dim=-1)  # (b, e) each
+        conv_state = torch.cat([conv_state[..., 1:], u_tilde[..., None]], dim=-1)  # shift window
+        u = torch.einsum("bew,ew->be", conv_state, self.conv1d.weight[:, 0, :])
         if self.conv1d.bias is not None:
-            x_conv = x_conv + self.conv1d.bias
-        x_conv = F.silu(x_conv)
-        delta_raw, B, C = (t[..., 0] for t in self.selection(x_conv[..., None]))
+            u = u + self.conv1d.bias
+        u = F.silu(u)
+        delta_raw, B, C = (t[..., 0] for t in self.selection(u[..., None]))
         delta = F.softplus(delta_raw + self.dt_proj.bias)  # (b, e)
         A_bar = torch.exp(torch.einsum("be,en->ben", delta, self.A))
-        h = A_bar * h + torch.einsum("be,bn,be->ben", delta, B, x_conv)
-        y = torch.einsum("ben,bn->be", h, C) + self.D * x_conv
+        h = A_bar * h + torch.einsum("be,bn,be->ben", delta, B, u)
+        y = torch.einsum("ben,bn->be", h, C) + self.D * u
         y = y * F.silu(z)
         return self.out_proj(y), (conv_state, h)
 

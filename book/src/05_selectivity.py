@@ -110,15 +110,15 @@ assert (K_random - 1 / L_task).abs().max() < 0.05
 # ## S6: step size, input and output matrices that depend on the input
 #
 # Mamba's answer is to make the parameters of the SSM functions of the input. Take a sequence
-# $x_0, \dots, x_{L-1}$ of vectors $x_t \in \mathbb{R}^{D}$ ($D$ channels). Each channel
-# $d$ runs its own diagonal SSM with state $h_t^{(d)} \in \mathbb{R}^N$ and scalar input
-# $u_t^{(d)}$ (in the Mamba block, $u_t = x_t$ after a convolution; see below). S6 keeps the
-# state matrix $A^{(d)} = \operatorname{diag}(a^{(d)}_1, \dots, a^{(d)}_N)$ fixed, but computes
-# the step size and the input and output vectors at every step from $x_t$:
+# $u_0, \dots, u_{L-1}$ of vectors $u_t \in \mathbb{R}^{D}$ ($D$ channels). Each channel
+# $d$ runs its own diagonal SSM with scalar input $u_t^{(d)}$ (the $d$-th entry of $u_t$) and
+# state $h_t^{(d)} \in \mathbb{R}^N$. S6 keeps the state matrix
+# $A^{(d)} = \operatorname{diag}(a^{(d)}_1, \dots, a^{(d)}_N)$ fixed, but computes the step
+# size and the input and output vectors at every step from the whole vector $u_t$:
 #
 # $$
-# B_t = W_B\, x_t \in \mathbb{R}^N, \qquad C_t = W_C\, x_t \in \mathbb{R}^N, \qquad
-# \Delta_t = \operatorname{softplus}\!\big(W_\Delta W_R\, x_t + b_\Delta\big) \in \mathbb{R}^D,
+# B_t = W_B\, u_t \in \mathbb{R}^N, \qquad C_t = W_C\, u_t \in \mathbb{R}^N, \qquad
+# \Delta_t = \operatorname{softplus}\!\big(W_\Delta W_R\, u_t + b_\Delta\big) \in \mathbb{R}^D,
 # $$ (s6-selection)
 #
 # with $W_B, W_C \in \mathbb{R}^{N \times D}$ shared by all channels, a low-rank projection
@@ -135,7 +135,7 @@ assert (K_random - 1 / L_task).abs().max() < 0.05
 # ### Initialisation
 #
 # Mamba initialises the real state matrix as $A^{(d)} = -\operatorname{diag}(1, 2, \dots, N)$ for
-# every channel (the real part of S4D-Lin and S4D-Real of chapter 4), and stores
+# every channel (the "S4D-Real" initialisation of {cite}`gu2022s4d`), and stores
 # $\log(-A)$ so that $A = -\exp(A_{\log})$ stays negative — hence stable — whatever the
 # optimiser does:
 #
@@ -210,9 +210,9 @@ plt.show()
 #
 # The two agree to first order: with $\varphi(s) = (e^{s} - 1)/s = 1 + s/2 + O(s^2)$,
 # $\bar B_t^{\text{ZOH}} = \varphi(\Delta_t A)\, \Delta_t B_t$, so the relative gap is
-# $|\varphi(\Delta_t a_n) - 1| \approx |\Delta_t a_n|/2$. The package computes both, per batch
-# element, channel, state coordinate and time step (the first fact we use below: everything is
-# now a function of $t$):
+# $|\varphi(\Delta_t a_n) - 1| \approx |\Delta_t a_n|/2$. The package computes both for every
+# batch element, channel, state coordinate and time step — the discretized matrices now change
+# at every step:
 #
 # ```{literalinclude} ../ssm/mamba.py
 # :pyobject: s6_discretize
@@ -401,8 +401,8 @@ print(f"last state: {tuple(h_last.shape)} = (batch, D, N); output: {tuple(y_full
 #
 # $$
 # \begin{aligned}
-# (u, z) &= x\, W_{\text{in}} && \text{in-projection to } 2D \text{ channels} \\
-# u &\leftarrow \operatorname{silu}\big(\operatorname{conv}_w(u)\big) && \text{causal depthwise convolution of width } w = 4 \\
+# (\tilde u, z) &= x\, W_{\text{in}} && \text{in-projection to } 2D \text{ channels} \\
+# u &= \operatorname{silu}\big(\operatorname{conv}_w(\tilde u)\big) && \text{causal depthwise convolution of width } w = 4 \\
 # y &= \operatorname{S6}(u) && \text{selective SSM, with } \Delta, B, C \text{ computed from } u \\
 # \text{out} &= \big(y \odot \operatorname{silu}(z)\big)\, W_{\text{out}} && \text{gate, out-projection back to } d_{\text{model}}
 # \end{aligned}
@@ -415,6 +415,10 @@ print(f"last state: {tuple(h_last.shape)} = (batch, D, N); output: {tuple(y_full
 #
 # ```{literalinclude} ../ssm/mamba.py
 # :pyobject: Mamba.forward
+# ```
+#
+# ```{literalinclude} ../ssm/mamba.py
+# :pyobject: Mamba.ssm_inputs
 # ```
 #
 # ```{literalinclude} ../ssm/mamba.py
@@ -433,7 +437,7 @@ print(f"last state: {tuple(h_last.shape)} = (batch, D, N); output: {tuple(y_full
 # ```
 #
 # The parameters that define the SSM — `A_log`, `dt_proj.weight`, `dt_proj.bias` and
-# `x_proj.weight` (which produces $W_R x$, $B$ and $C$) — carry the attribute
+# `x_proj.weight` (which produces $W_R u$, $B$ and $C$) — carry the attribute
 # `_ssm_param = True`, so that a trainer can give them their own optimizer group (chapter 8).
 # We count the parameters against the formula read off {eq}`s6-block`:
 # $2 D d_{\text{model}}$ (in) $+ D w + D$ (conv) $+ D(R + 2N)$ ($W_R, W_B, W_C$) $+ RD + D$
@@ -460,15 +464,20 @@ assert block(x).shape == x.shape
 #
 # At generation time tokens arrive one at a time. A Transformer must attend to all previous
 # tokens for each new one; an SSM only needs its state. For the Mamba block the state is a
-# cache of two tensors per layer: the last $w$ inputs of the convolution (`conv_state`,
-# `(batch, D, w)`) and the SSM state $h_t$ (`ssm_state`, `(batch, D, N)`). One step updates
-# both — this is {eq}`s6-recurrence` for a single $t$, after shifting the convolution window:
+# cache of two tensors per layer: the last $w$ inputs $\tilde u$ of the convolution
+# (`conv_state`, `(batch, D, w)`) and the SSM state $h_t$ (`ssm_state`, `(batch, D, N)`). One
+# step shifts the convolution window and then applies {eq}`s6-recurrence` for a single $t$:
 #
 # $$
-# \text{window}_t = (u_{t-w+1}, \dots, u_t), \quad
-# h_t = e^{\Delta_t A} \odot h_{t-1} + \Delta_t B_t\, \operatorname{silu}(\text{conv}(\text{window}_t)), \quad
-# y_t = C_t^\top h_t + D u_t .
+# \begin{aligned}
+# u_t &= \operatorname{silu}\big(\operatorname{conv}_w(\tilde u_{t-w+1}, \dots, \tilde u_t)\big), \\
+# h_t &= e^{\Delta_t A} \odot h_{t-1} + \Delta_t B_t\, u_t, \\
+# y_t &= \big(C_t^\top h_t + D u_t\big)\, \operatorname{silu}(z_t),
+# \end{aligned}
 # $$ (s6-step)
+#
+# with $\Delta_t, B_t, C_t$ computed from $u_t$ by {eq}`s6-selection`, and $y_t$ then
+# projected by $W_{\text{out}}$.
 #
 # ```{literalinclude} ../ssm/mamba.py
 # :pyobject: Mamba.step
@@ -600,8 +609,8 @@ class MarkerModel(nn.Module):
 
     def delta(self, inputs):
         """Step sizes (batch, D, L) of the block's S6 layer."""
-        _, u_conv, _ = self.mamba._conv_and_gate_inputs(self.embed(inputs))
-        return self.mamba.delta(u_conv)
+        _, u, _ = self.mamba.ssm_inputs(self.embed(inputs))
+        return self.mamba.delta(u)
 
 
 torch.set_default_dtype(torch.float32)
