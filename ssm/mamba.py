@@ -17,7 +17,9 @@ Parameters that define the SSM itself (``A_log``, the step-size projection
 Δ and the input-dependent B and C) carry the attribute ``_ssm_param = True``, so a trainer can
 give them their own optimizer group (for example a lower learning rate and no weight decay):
 ``[p for p in model.parameters() if getattr(p, "_ssm_param", False)]``. ``A_log``, ``D`` and
-``dt_proj.bias`` also carry ``_no_weight_decay = True``, as in Mamba.
+``dt_proj.bias`` also carry ``_no_weight_decay = True``, as in Mamba. The tags survive
+``copy.deepcopy`` and pickling; the names are also listed in ``Mamba.SSM_PARAMETERS`` and
+``Mamba.NO_WEIGHT_DECAY``.
 """
 
 from __future__ import annotations
@@ -180,6 +182,9 @@ class Mamba(nn.Module):
         bias: whether the in- and out-projections have biases.
     """
 
+    SSM_PARAMETERS = ("A_log", "dt_proj.weight", "dt_proj.bias", "x_proj.weight")
+    NO_WEIGHT_DECAY = ("A_log", "D", "dt_proj.bias")
+
     def __init__(
         self,
         d_model: int,
@@ -218,10 +223,18 @@ class Mamba(nn.Module):
         self.D = nn.Parameter(torch.ones(e))
         self.out_proj = nn.Linear(e, d_model, bias=bias)
 
-        for p in (self.A_log, self.dt_proj.weight, self.dt_proj.bias, self.x_proj.weight):
-            p._ssm_param = True
-        for p in (self.A_log, self.D, self.dt_proj.bias):
-            p._no_weight_decay = True
+        self._tag_parameters()
+
+    def _tag_parameters(self) -> None:
+        for name in self.SSM_PARAMETERS:
+            self.get_parameter(name)._ssm_param = True
+        for name in self.NO_WEIGHT_DECAY:
+            self.get_parameter(name)._no_weight_decay = True
+
+    def __setstate__(self, state: dict) -> None:
+        # copy.deepcopy and unpickling rebuild parameters without their attributes: re-tag them
+        super().__setstate__(state)
+        self._tag_parameters()
 
     @property
     def A(self) -> Tensor:

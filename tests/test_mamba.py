@@ -5,6 +5,8 @@ for the ZOH discretization, and plain float64 loops over time (written here, wit
 indices) for the selective scan and for the whole Mamba block.
 """
 
+import copy
+import io
 import math
 
 import pytest
@@ -134,6 +136,19 @@ def test_mamba_init_and_ssm_param_marks():
     assert marked == {"A_log", "x_proj.weight", "dt_proj.weight", "dt_proj.bias"}
     no_wd = {name for name, p in m.named_parameters() if getattr(p, "_no_weight_decay", False)}
     assert no_wd == {"A_log", "D", "dt_proj.bias"}
+
+
+def test_ssm_param_marks_survive_deepcopy_and_pickle():
+    m = MambaStack(8, n_layers=2, d_state=4)
+    buffer = io.BytesIO()
+    torch.save(m, buffer)
+    buffer.seek(0)
+    for clone in (copy.deepcopy(m), torch.load(buffer, weights_only=False), m.double()):
+        marked = sorted(n for n, p in clone.named_parameters() if getattr(p, "_ssm_param", False))
+        expected = sorted(
+            f"layers.{i}.mixer.{name}" for i in range(2) for name in Mamba.SSM_PARAMETERS
+        )
+        assert marked == expected
 
 
 def test_dt_rank_auto_and_explicit():
