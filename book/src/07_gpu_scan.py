@@ -31,7 +31,6 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 
 import ssm
 from ssm import triton_scan  # sets TRITON_INTERPRET=1 before importing triton, when there is no GPU
@@ -62,15 +61,19 @@ print(f"GPU available: {torch.cuda.is_available()}; Triton interpreter: {triton_
 # "GPU memory" of the datasheet) is large — 80 to 141 GB — and reached at
 # 3.35 TB/s on an H100 SXM {cite}`nvidia2022h100` and 4.8 TB/s on an H200
 # {cite}`nvidia2024h200`. **On-chip memory** — registers and SRAM (shared memory), a few
-# hundred kilobytes per streaming multiprocessor — is an order of magnitude faster but tiny. A
-# kernel that reads and writes $M$ bytes of HBM cannot finish in less than
+# hundred kilobytes per streaming multiprocessor — is an order of magnitude faster but tiny;
+# FlashAttention {cite}`dao2022flashattention` made this split the organising idea of fast
+# attention kernels, and it is ours too. A kernel that reads and writes $M$ bytes of HBM cannot
+# finish in less than
 #
 # $$
 # t \;\ge\; \frac{M}{\text{HBM bandwidth}} ,
 # $$ (gpu-roofline)
 #
-# the memory roof of the roofline model {cite}`williams2009roofline`; with a few flops per
-# byte, the scan is far below the arithmetic roof, so $M$ decides its speed.
+# the memory roof of the roofline model {cite}`williams2009roofline`. The arithmetic roof is
+# far away: an H100 SXM computes 67 TFLOP/s in float32 without tensor cores
+# {cite}`nvidia2022h100`, 20 flops per byte of HBM traffic, while the scans below do less than
+# one (unfused) or about eight (fused). So $M$ decides the speed.
 #
 # **Unfused.** A scan written with PyTorch operations (chapter 6) runs one kernel per
 # operation, and each kernel's result goes to HBM: $\bar A$ and $\bar B u$ are materialised as
@@ -120,6 +123,11 @@ assert all(25 < r < 32 for r in ratios)
 fused_2048 = triton_scan.fused_scan_bytes(batch, dim, 2048, dstate, chunk_size=64) / BANDWIDTH["H100 SXM"]
 unfused_2048 = triton_scan.materialised_scan_bytes(batch, dim, 2048, dstate) / BANDWIDTH["H100 SXM"]
 assert 60e-6 < fused_2048 < 70e-6 and 1.9e-3 < unfused_2048 < 2.1e-3
+flops = 6 * batch * dim * 2048 * dstate  # about six flops per state entry (and one exp)
+intensity_fused = flops / triton_scan.fused_scan_bytes(batch, dim, 2048, dstate, chunk_size=64)
+intensity_unfused = flops / triton_scan.materialised_scan_bytes(batch, dim, 2048, dstate)
+print(f"flops per HBM byte at L = 2048: unfused {intensity_unfused:.2f}, fused {intensity_fused:.1f}; H100 SXM ridge: {67e12 / 3.35e12:.0f}")
+assert intensity_unfused < 1 and 7 < intensity_fused < 9 < 20
 
 lengths = [2**k for k in range(8, 15)]
 fig, ax = plt.subplots()
@@ -268,7 +276,7 @@ out, last = triton_scan.selective_scan_triton(
     **on_device, delta_softplus=True, return_last_state=True, chunk_size=16
 )
 out_ref, last_ref = ssm.selective_scan(**problem, delta_softplus=True, return_last_state=True, method="sequential")
-# float32 in both, different order of operations: agreement to a few float32 ulps of O(1) values
+# float32 in both, different order of operations: rounding differences of order 1e-7 on O(1) values
 torch.testing.assert_close(out.cpu(), out_ref, rtol=1e-5, atol=1e-5)
 torch.testing.assert_close(last.cpu(), last_ref, rtol=1e-5, atol=1e-5)
 print(f"out {tuple(out.shape)} and last state {tuple(last.shape)} agree with the sequential scan within 1e-5")
@@ -307,8 +315,10 @@ print(f"out {tuple(out.shape)} and last state {tuple(last.shape)} agree with the
 # gated output, and $\partial \ell / \partial z_t = \bar o_t\, y_t\, \sigma(z_t)\big(1 + z_t(1 -
 # \sigma(z_t))\big)$; with softplus, $\partial \Delta_t / \partial \delta_t = \sigma(\delta_t +
 # \text{bias})$, and the bias gradient is the sum of $\partial \ell / \partial \delta_t$ over
-# batch and time. Where $B$ and $C$ are shared by all channels, their gradients are sums over
-# channels, which programs of different channels add into HBM with atomic additions.
+# batch and time; here $\delta_t$ is the raw `delta` input, before bias and softplus. In the
+# selective case, $B$ and $C$ of shape `(batch, N, L)` are shared by all channels, so their
+# gradients are sums over channels, which programs of different channels add into HBM with
+# atomic additions.
 #
 # {eq}`gpu-grads` needs $h_t$ and $\bar A_t h_{t-1}$ at every step. Storing all states would
 # write the `(batch, D, L, N)` tensor that fusion avoided. Instead the forward kernel stores the
@@ -325,7 +335,8 @@ print(f"out {tuple(out.shape)} and last state {tuple(last.shape)} agree with the
 #
 # The two kernels are tied together by a `torch.autograd.Function`, whose forward saves the
 # inputs and the chunk-boundary states, and whose backward launches the backward kernel and
-# sums the per-batch partial gradients of `A`, `D` (and of `B`, `C` when shared):
+# sums the per-batch partial gradients of `A`, `D` (and of `B`, `C` when they are per channel,
+# `(D, N)`):
 #
 # ```{literalinclude} ../ssm/triton_scan.py
 # :pyobject: SelectiveScanTriton
@@ -467,6 +478,7 @@ plt.tight_layout()
 plt.show()
 
 # %%
+assert (setting["dtype"], setting["batch"], setting["D"], setting["N"]) == ("float32", 2, 64, 16)
 longest = str(max(int(L) for L in cpu["results"]["chunked"]))
 speedups = [r["speedup_forward_backward"] for per_L in cpu["ratios_vs_sequential"].values() for r in per_L.values()]
 materialised = [cpu["results"][m][longest]["peak_mib"] for m in ("blelloch", "hillis_steele") if longest in cpu["results"][m]]
