@@ -15,7 +15,7 @@ Importing this module imports ``triton``. On a machine without CUDA it first set
 ``TRITON_INTERPRET=1`` (unless the variable is already set), because Triton reads the
 variable when ``@triton.jit`` runs, i.e. when this module is imported: the kernels then
 run on CPU tensors through the Triton interpreter, which is slow but executes the same
-kernel code. Import ``ssm`` itself never imports this module; ``method="triton"`` does.
+kernel code. Importing ``ssm`` never imports this module; ``method="triton"`` does.
 """
 
 from __future__ import annotations
