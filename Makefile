@@ -7,7 +7,6 @@ NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
 NB     ?= $(NOTEBOOKS)
 SANITIZE := tests/nbval_sanitize.cfg
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 
 .PHONY: book test unit nbval execute lab bench lint clean setup
 
