@@ -103,7 +103,7 @@ def _selective_scan_fwd_kernel(
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):  # fmt: skip
     """Forward of eq. (gpu-recurrence): out, chunk-boundary states and the last state."""
-    pid_b = tl.program_id(0)
+    pid_b = tl.program_id(0).to(tl.int64)  # 64-bit offsets: batch * D * L may exceed 2**31
     pid_d = tl.program_id(1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)  # (BLOCK_D,)
     offs_n = tl.arange(0, BLOCK_N)  # (BLOCK_N,)
@@ -173,7 +173,7 @@ def _selective_scan_bwd_kernel(
     reduced over the batch afterwards; time-varying DB, DC are summed over channels with
     atomic adds.
     """
-    pid_b = tl.program_id(0)
+    pid_b = tl.program_id(0).to(tl.int64)  # 64-bit offsets: batch * D * L may exceed 2**31
     pid_d = tl.program_id(1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)  # (BLOCK_D,)
     offs_n = tl.arange(0, BLOCK_N)  # (BLOCK_N,)
