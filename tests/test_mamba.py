@@ -12,6 +12,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ssm
 from ssm.mamba import (
@@ -456,3 +458,22 @@ def test_mamba_scan_methods_agree_with_loop_in_forward_and_backward(method):
     (block(x) * upstream).sum().backward()
     for (name, p_ref), p in zip(reference.named_parameters(), block.parameters(), strict=True):
         torch.testing.assert_close(p.grad, p_ref.grad, **F64, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    L=st.integers(1, 12),
+    d_model=st.integers(1, 6),
+    d_state=st.integers(1, 5),
+    d_conv=st.integers(1, 5),
+    expand=st.integers(1, 2),
+    seed=st.integers(0, 2**16),
+)
+def test_step_equals_forward_over_random_shapes(batch, L, d_model, d_state, d_conv, expand, seed):
+    torch.manual_seed(seed)
+    m = Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand).double()
+    x = torch.randn(batch, L, d_model, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(run_steps(m, x)[0], m(x), **F64)
+        torch.testing.assert_close(m(x), mamba_loop(m, x), **F64)
