@@ -281,6 +281,15 @@ torch.testing.assert_close(out.cpu(), out_ref, rtol=1e-5, atol=1e-5)
 torch.testing.assert_close(last.cpu(), last_ref, rtol=1e-5, atol=1e-5)
 print(f"out {tuple(out.shape)} and last state {tuple(last.shape)} agree with the sequential scan within 1e-5")
 
+fig, ax = plt.subplots()
+ax.plot(out_ref[0, 0].numpy(), color="0.6", linewidth=4, label="sequential reference")
+ax.plot(out[0, 0].cpu().numpy(), "o", markersize=3, label="Triton kernel (interpreter)")
+for boundary in (16, 32):
+    ax.axvline(boundary - 0.5, color="k", linestyle="--", linewidth=0.8)
+ax.set(xlabel="step $t$ (dashed: chunk boundaries, state carried across)", ylabel="out", title="batch 0, channel 0")
+ax.legend()
+plt.show()
+
 # %% [markdown]
 # ## The backward pass: a reverse scan, and recomputation
 #
