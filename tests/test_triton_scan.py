@@ -318,3 +318,30 @@ def test_fused_bytes_count_the_tensors_the_kernels_touch():
     assert fused_scan_bytes(batch, dim, L, N, chunk_size=chunk, backward=True) == backward
     states = torch.empty(batch, dim, L, N)
     assert materialised_scan_bytes(batch, dim, L, N) == 6 * states.nbytes + 3 * x.nbytes
+
+
+def test_non_contiguous_inputs_match_loop():
+    inputs = make_inputs(2, 3, 9, 2, True, True, True, True, False)
+    # the same values stored time-major, then viewed as (batch, D, L): strides are not C-order
+    strided = {
+        k: v.transpose(1, 2).contiguous().transpose(1, 2) if k in ("u", "delta", "z") else v
+        for k, v in inputs.items()
+    }
+    assert not strided["u"].is_contiguous()
+    out = selective_scan_triton(**{k: v.to(DEVICE) for k, v in strided.items() if v is not None})
+    ref = reference_scan(**{k: v.double() for k, v in inputs.items() if v is not None})[0]
+    torch.testing.assert_close(out.double().cpu(), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error path")
+def test_compiled_kernels_on_cpu_tensors_raise():
+    code = (
+        "import os; os.environ['TRITON_INTERPRET'] = '0'\n"
+        "import torch\n"
+        "from ssm.triton_scan import selective_scan_triton\n"
+        "x = torch.ones(1, 1, 4)\n"
+        "selective_scan_triton(x, x, -torch.ones(1, 2), torch.ones(1, 2), torch.ones(1, 2))\n"
+    )
+    result = _run_python(code)
+    assert result.returncode != 0
+    assert "ValueError: u: the compiled Triton kernels need CUDA tensors" in result.stderr
