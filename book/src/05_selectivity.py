@@ -376,7 +376,9 @@ plt.show()
 # definitions:
 
 # %%
-y_scan = ssm.selective_scan(u, delta, A, B, C)
+y_scan = ssm.selective_scan(u, delta, A, B, C)  # method="auto"
+y_loop = ssm.selective_scan(u, delta, A, B, C, method="sequential")
+torch.testing.assert_close(y_scan, y_loop, rtol=1e-10, atol=1e-10)
 torch.testing.assert_close(y_scan, y_euler, rtol=1e-10, atol=1e-10)
 
 D_skip, z = torch.randn(D), torch.randn(batch, D, L)
