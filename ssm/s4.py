@@ -126,9 +126,10 @@ def _check_dplr(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor | None = None) -
 def dplr_bilinear(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> tuple[Tensor, Tensor]:
     """Bilinear discretization of ``A = diag(Lambda) - P P^*``, eq. (s4-dplr-bilinear).
 
-    ``A_bar = A1 A0`` and ``B_bar = 2 A1 B`` with ``A0 = 2/dt I + A`` and
-    ``A1 = (2/dt I - A)^{-1} = R - R P (1 + P^* R P)^{-1} P^* R``, ``R = diag(1 / (2/dt - Lambda))``
-    (Woodbury: no matrix is inverted).
+    With ``A1 = (2/dt I - A)^{-1} = R - R P P^* R / (1 + P^* R P)`` and
+    ``R = diag(1 / (2/dt - Lambda))`` (Woodbury: no matrix is inverted),
+    ``A_bar = A1 (2/dt I + A) = 4/dt A1 - I`` and ``B_bar = 2 A1 B``: ``O(N^2)``, no matrix
+    product either.
 
     Args:
         Lambda, P, B: (..., N) complex. dt: positive, broadcastable to the leading dimensions.
@@ -145,8 +146,8 @@ def dplr_bilinear(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> tuple[Ten
         torch.diag_embed(R)
         - RP[..., :, None] * (R * P.conj())[..., None, :] / denominator[..., None, None]
     )
-    A0 = torch.diag_embed(2 / dt + Lambda) - P[..., :, None] * P.conj()[..., None, :]
-    return A1 @ A0, 2 * (A1 @ B[..., None])[..., 0]
+    eye = torch.eye(Lambda.shape[-1], dtype=Lambda.dtype, device=Lambda.device)
+    return 4 / dt[..., None] * A1 - eye, 2 * (A1 @ B[..., None])[..., 0]
 
 
 def c_tilde(C: Tensor, A_bar: Tensor, L: int) -> Tensor:

@@ -248,6 +248,18 @@ print("(s4-c-tilde) equals the FFT of the naive kernel: relative error below 1e-
 # pole at $\omega = -1$, which is a root of unity whenever $L$ is even; {eq}`s4-resolvent` is
 # the same quantity written without it, and it is what the code evaluates.
 #
+# We check {eq}`s4-resolvent` with a dense linear solve at every root of unity, $\omega = -1$
+# included:
+
+# %%
+resolvent = torch.stack(
+    [dt * C_tilde @ torch.linalg.solve((1 - w) * eye - dt / 2 * (1 + w) * A_dplr, B) for w in omega]
+)
+error = ((resolvent - torch.fft.fft(K_naive)).norm() / K_naive.norm()).item()
+assert error < 1e-8, error
+print("(s4-resolvent) equals the FFT of the naive kernel: relative error below 1e-8")
+
+# %% [markdown]
 # ## Woodbury removes the low-rank term
 #
 # With $A = \mathrm{diag}(\Lambda) - P P^*$ the bracket in {eq}`s4-resolvent` is a diagonal
@@ -318,16 +330,19 @@ print("Cauchy + Woodbury equals the FFT of the naive kernel: relative error belo
 # \bar K = \mathrm{iFFT}\big(\hat K(\omega_0), \dots, \hat K(\omega_{L-1})\big).
 # $$ (s4-kernel)
 #
-# The Woodbury identity also gives the discrete matrices themselves without an
-# $N\times N$ inverse: with $A_0 = \tfrac2\Delta I + A$ and
-# $A_1 = (\tfrac2\Delta I - A)^{-1} = D - D P (1 + P^* D P)^{-1} P^* D$, where
-# $D = \mathrm{diag}\big(1/(\tfrac2\Delta - \Lambda)\big)$,
+# The Woodbury identity also gives the discrete matrices themselves without an $N\times N$
+# inverse. Multiply numerator and denominator of the bilinear rule {eq}`bilinear` by
+# $\tfrac2\Delta$: $\bar A = A_1 (\tfrac2\Delta I + A)$ and $\bar B = 2 A_1 B$ with
+# $A_1 = (\tfrac2\Delta I - A)^{-1}$. For $A = \mathrm{diag}(\Lambda) - PP^*$, {eq}`s4-woodbury`
+# with $R = \mathrm{diag}\big(1/(\tfrac2\Delta - \Lambda)\big)$ gives
+# $A_1 = R - R P P^* R / (1 + P^* R P)$, and since
+# $\tfrac2\Delta I + A = \tfrac4\Delta I - (\tfrac2\Delta I - A)$,
 #
 # $$
-# \bar A = A_1 A_0, \qquad \bar B = 2 A_1 B,
+# \bar A = \tfrac4\Delta A_1 - I, \qquad \bar B = 2 A_1 B,
 # $$ (s4-dplr-bilinear)
 #
-# which is the bilinear rule {eq}`bilinear` multiplied through by $\tfrac2\Delta$.
+# all in $O(N^2)$ operations.
 #
 # ```{literalinclude} ../ssm/s4.py
 # :pyobject: dplr_bilinear
