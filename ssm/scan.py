@@ -346,16 +346,16 @@ def _per_step(M: torch.Tensor, u: torch.Tensor) -> list[torch.Tensor]:
 
 
 def selective_scan_sequential(
-    u,
-    delta,
-    A,
-    B,
-    C,
-    D=None,
-    z=None,
-    delta_bias=None,
-    delta_softplus=False,
-    return_last_state=False,
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
 ):
     """The reference selective scan eq. (scan-selective), one time step at a time.
 
@@ -445,7 +445,7 @@ class SelectiveScanFn(torch.autograd.Function):
             A_bar, Bu = _discretize_block(u, delta, A, B, start, stop)
             hs = _block_states(A_bar, Bu, h, scan)
             ys.append(_read(hs, _block(C, start, stop)))
-            h = hs[..., -1]
+            h = hs[..., -1].clone()  # a copy: a view would keep the whole block alive
         ctx.save_for_backward(u, delta, A, B, C, torch.stack(h_in))
         ctx.block, ctx.method = block, method
         return torch.cat(ys, -1), h
@@ -457,7 +457,7 @@ class SelectiveScanFn(torch.autograd.Function):
         length, block, scan = u.shape[-1], ctx.block, SCANS[ctx.method]
         scale = 2.0 if A.is_complex() else 1.0  # y = 2 Re(C h) for complex A
         grads = {"u": torch.zeros_like(u), "delta": torch.zeros_like(delta)}
-        grad_A, grad_B, grad_C = torch.zeros_like(A), _grad_buffer(B), _grad_buffer(C)
+        grad_A, grad_B, grad_C = torch.zeros_like(A), torch.zeros_like(B), torch.zeros_like(C)
         carry = grad_last.clone()  # dL/dh at the end of the current block, from later times
         for k, start in reversed(list(enumerate(range(0, length, block)))):
             stop = min(start + block, length)
@@ -482,10 +482,6 @@ class SelectiveScanFn(torch.autograd.Function):
                 grad_C, _sum_to(scale * grad_y[:, :, None, start:stop] * hs.conj(), C), start, stop
             )
         return grads["u"], grads["delta"], grad_A, grad_B, grad_C, None, None
-
-
-def _grad_buffer(M: torch.Tensor) -> torch.Tensor:
-    return torch.zeros_like(M)
 
 
 def _accumulate(buf: torch.Tensor, value: torch.Tensor, start: int, stop: int) -> None:
