@@ -114,7 +114,10 @@ class S4(_LTILayer):
     SSM parameters (tagged ``_ssm_param``): ``log_dt``, ``log_neg_real``, ``imag``, ``P``, ``B``.
 
     Args:
-        H: channels. N: even state size. dt_min, dt_max: range of the initial step sizes.
+        H: channels.
+        N: even state size (``N/2`` conjugate-pair modes are stored).
+        dt_min: smallest initial step size (> 0).
+        dt_max: largest initial step size (>= dt_min).
     """
 
     SSM_PARAMETERS = ("log_dt", "log_neg_real", "imag", "P", "B")
@@ -171,8 +174,12 @@ class S4D(_LTILayer):
     SSM parameters (tagged ``_ssm_param``): ``log_dt``, ``log_neg_real``, ``imag``, ``B``.
 
     Args:
-        H: channels. N: even state size. dt_min, dt_max: range of the initial step sizes.
-        init: ``"legs"``, ``"inv"`` or ``"lin"``. method: ``"zoh"`` or ``"bilinear"``.
+        H: channels.
+        N: even state size (``N/2`` conjugate-pair modes are stored).
+        dt_min: smallest initial step size (> 0).
+        dt_max: largest initial step size (>= dt_min).
+        init: ``"legs"``, ``"inv"`` or ``"lin"`` (:func:`ssm.s4d.s4d_init`).
+        method: ``"zoh"`` or ``"bilinear"``.
     """
 
     SSM_PARAMETERS = ("log_dt", "log_neg_real", "imag", "B")
@@ -233,7 +240,10 @@ class DSS(_LTILayer):
     call :meth:`setup_step` with the length before :meth:`step`.
 
     Args:
-        H: channels. N: even state size. dt_min, dt_max: range of the initial step sizes.
+        H: channels.
+        N: even state size (``N/2`` conjugate-pair modes are stored).
+        dt_min: smallest initial step size (> 0).
+        dt_max: largest initial step size (>= dt_min).
     """
 
     def __init__(self, H: int, N: int = 64, dt_min: float = 0.001, dt_max: float = 0.1) -> None:
@@ -285,8 +295,10 @@ class SequenceBlock(nn.Module):
     ``2H`` and the GLU {cite}`dauphin2017glu` halves it back.
 
     Args:
-        H: channels. layer: any module mapping (batch, H, L) to (batch, H, L), with
-            ``step``/``default_state`` for :meth:`step`. dropout: probability in [0, 1).
+        H: channels.
+        layer: any module mapping (batch, H, L) to (batch, H, L); :meth:`step` also needs its
+            ``step`` and ``default_state``.
+        dropout: probability in [0, 1).
         prenorm: where the LayerNorm goes.
     """
 

@@ -132,7 +132,8 @@ def dplr_bilinear(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> tuple[Ten
     product either.
 
     Args:
-        Lambda, P, B: (..., N) complex. dt: positive, broadcastable to the leading dimensions.
+        Lambda, P, B: (..., N) complex.
+        dt: positive, broadcastable to the leading dimensions.
 
     Returns:
         dense ``A_bar`` (..., N, N) and ``B_bar`` (..., N), complex.
@@ -154,7 +155,9 @@ def c_tilde(C: Tensor, A_bar: Tensor, L: int) -> Tensor:
     """The corrected output vector ``C~ = C (I - A_bar^L)``, eq. (s4-c-tilde).
 
     Args:
-        C: (..., N) complex row vector; A_bar: (..., N, N); L: kernel length.
+        C: (..., N) complex row vector.
+        A_bar: (..., N, N).
+        L: kernel length.
 
     Returns:
         ``C~`` (..., N).
@@ -177,7 +180,9 @@ def cauchy_matrix(omega: Tensor, Lambda: Tensor, dt: Tensor) -> Tensor:
     ``O(N L)`` time and memory.
 
     Args:
-        omega: (L,) nodes; Lambda: (..., N); dt: (...) or a scalar tensor.
+        omega: (L,) nodes.
+        Lambda: (..., N).
+        dt: (...) or a scalar tensor.
 
     Returns:
         ``R`` (..., N, L) complex.
@@ -197,7 +202,9 @@ def generating_function(
     ``(C~, P^*)``, ``b`` in ``(B, P)``), computed as one matrix product.
 
     Args:
-        Lambda, P, B, C_tilde: (..., N) complex; dt: (...) positive; omega: (L,) roots of unity.
+        Lambda, P, B, C_tilde: (..., N) complex.
+        dt: (...) positive.
+        omega: (L,) roots of unity.
 
     Returns:
         ``K^`` (..., L) complex.

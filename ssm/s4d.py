@@ -32,7 +32,8 @@ def s4d_init(N: int, kind: str = "lin") -> Tensor:
     * ``"lin"``, eq. (s4d-lin): ``A_n = -1/2 + i pi n``.
 
     Args:
-        N: even state size. kind: ``"legs"``, ``"inv"`` or ``"lin"``.
+        N: even state size.
+        kind: ``"legs"``, ``"inv"`` or ``"lin"``.
 
     Returns:
         ``A`` (N/2,) complex128, ``n = 0..N/2-1``.
@@ -54,7 +55,8 @@ def vandermonde(v: Tensor, z: Tensor, L: int) -> Tensor:
     ``(..., N/2, L)`` matrix is materialised: ``O(N L)``.
 
     Args:
-        v, z: (..., N/2) complex. L: length.
+        v, z: (..., N/2) complex.
+        L: length.
 
     Returns:
         (..., L) complex.
@@ -112,7 +114,8 @@ def s4d_kernel(
     Args:
         A, B, C: (H, N/2) or (N/2,) complex, one mode of each conjugate pair.
         dt: positive, a float or a real tensor of shape (H,).
-        L: kernel length >= 1. method: ``"zoh"`` or ``"bilinear"``.
+        L: kernel length >= 1.
+        method: ``"zoh"`` or ``"bilinear"``.
 
     Returns:
         ``K`` (H, L) or (L,), real.
@@ -144,7 +147,9 @@ def dss_kernel(Lambda: Tensor, W: Tensor, dt: Tensor | float, L: int) -> Tensor:
     normalised over the ``L`` positions so that it stays bounded for any real part.
 
     Args:
-        Lambda, W: (H, N/2) or (N/2,) complex. dt: positive float or (H,). L: length >= 1.
+        Lambda, W: (H, N/2) or (N/2,) complex.
+        dt: positive float or (H,).
+        L: length >= 1.
 
     Returns:
         ``K`` (H, L) or (L,), real.
