@@ -335,7 +335,9 @@ def compile_kernels(
         capability: compute capability times ten (e.g. 80, 90).
         dtype: float32 or float64, the dtype of every tensor argument.
         flags: the switches ``HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, VAR_B, VAR_C`` (default all on).
-        block_d, dstate, chunk_size: BLOCK_D, N (rounded up to a power of two), BLOCK_L.
+        block_d: BLOCK_D, channels per program.
+        dstate: N, rounded up to a power of two for BLOCK_N.
+        chunk_size: BLOCK_L, time steps per chunk.
 
     Returns:
         A dict that maps each kernel's name to its PTX source.
@@ -537,11 +539,15 @@ def selective_scan_triton(
     out = y * silu(z) if ``z`` is given.
 
     Args:
-        u, delta: (batch, D, L), float32 or float64 (all tensors share u's dtype and device).
-        A: (D, N) real.
-        B, C: (D, N) shared over time, or (batch, N, L) per time step.
-        D: (D,) skip term, optional. z: (batch, D, L) gate, optional.
-        delta_bias: (D,), optional. delta_softplus: apply softplus to Delta.
+        u: input (batch, D, L), float32 or float64; every tensor shares u's dtype and device.
+        delta: step sizes before bias and softplus, (batch, D, L).
+        A: (D, N), real.
+        B: (D, N) shared over time, or (batch, N, L) per time step.
+        C: (D, N) shared over time, or (batch, N, L) per time step.
+        D: optional skip term, (D,).
+        z: optional gate, (batch, D, L).
+        delta_bias: optional bias added to delta, (D,).
+        delta_softplus: apply softplus to Delta (after the bias).
         return_last_state: also return h_{L-1}, (batch, D, N).
         chunk_size: time steps per chunk (BLOCK_L), a power of two; default 64 on a GPU,
             16 under the interpreter.
