@@ -106,7 +106,7 @@ class _LTILayer(nn.Module):
 
 
 class S4(_LTILayer):
-    """The S4 layer {cite}`gu2022s4`: a DPLR SSM per channel, kernel by Cauchy + Woodbury.
+    """The S4 layer :cite:p:`gu2022s4`: a DPLR SSM per channel, kernel by Cauchy + Woodbury.
 
     ``A = diag(Lambda) - P P^*`` with ``Lambda``, ``P``, ``B`` initialised from
     :func:`ssm.s4.dplr` (HiPPO-LegS), ``C`` complex normal, ``log dt`` uniform in
@@ -167,7 +167,7 @@ class S4(_LTILayer):
 
 
 class S4D(_LTILayer):
-    """The S4D layer {cite}`gu2022s4d`: a diagonal SSM per channel, Vandermonde kernel.
+    """The S4D layer :cite:p:`gu2022s4d`: a diagonal SSM per channel, Vandermonde kernel.
 
     ``A`` from :func:`ssm.s4d.s4d_init` (``init``), ``B = 1``, ``C`` complex normal; ``N/2``
     conjugate-pair modes, ``K = 2 Re ...``. Real parts of ``A`` are ``-exp(log_neg_real) < 0``.
@@ -230,7 +230,7 @@ class S4D(_LTILayer):
 
 
 class DSS(_LTILayer):
-    """The DSS-exp layer {cite}`gupta2022dss`: a diagonal SSM with a softmax-normalised kernel.
+    """The DSS-exp layer :cite:p:`gupta2022dss`: a diagonal SSM with a softmax-normalised kernel.
 
     ``Lambda`` from S4D-LegS, ``W`` complex normal; ``K = 2 Re[(W / Lambda) row-softmax]``
     (:func:`ssm.s4d.dss_kernel`). Real parts of ``Lambda`` are ``-exp(log_neg_real) < 0``.
@@ -292,7 +292,7 @@ class SequenceBlock(nn.Module):
 
     ``prenorm=True``: ``y = u + Dropout(GLU(W Dropout(GELU(layer(LayerNorm(u))))))``;
     ``prenorm=False`` applies the LayerNorm after the residual instead. ``W`` maps ``H`` to
-    ``2H`` and the GLU {cite}`dauphin2017glu` halves it back.
+    ``2H`` and the GLU :cite:p:`dauphin2017glu` halves it back.
 
     Args:
         H: channels.

@@ -3,12 +3,12 @@
 Glossary of shapes: ``N`` state size (even), ``L`` kernel length, ``...`` leading (channel)
 dimensions such as ``H``. Every tensor in the DPLR basis is complex.
 
-* {eq}`s4-nplr`: ``A = S - P P^T`` with ``S = -1/2 I + skew-symmetric`` for HiPPO-LegS;
-* {eq}`s4-dplr`: ``A = V (diag(Lambda) - P~ P~^*) V^*`` after diagonalising ``S`` stably;
-* {eq}`s4-dplr-bilinear`: the bilinear discretization of a DPLR matrix, by Woodbury;
-* {eq}`s4-c-tilde`: the truncated generating function needs ``C~ = C (I - A_bar^L)``;
-* {eq}`s4-resolvent` + {eq}`s4-woodbury`: the generating function at the roots of unity is a
-  combination of four sums with the Cauchy matrix {eq}`s4-cauchy`, and an inverse FFT gives ``K``.
+* :eq:`s4-nplr`: ``A = S - P P^T`` with ``S = -1/2 I + skew-symmetric`` for HiPPO-LegS;
+* :eq:`s4-dplr`: ``A = V (diag(Lambda) - P~ P~^*) V^*`` after diagonalising ``S`` stably;
+* :eq:`s4-dplr-bilinear`: the bilinear discretization of a DPLR matrix, by Woodbury;
+* :eq:`s4-c-tilde`: the truncated generating function needs ``C~ = C (I - A_bar^L)``;
+* :eq:`s4-resolvent` + :eq:`s4-woodbury`: the generating function at the roots of unity is a
+  combination of four sums with the Cauchy matrix :eq:`s4-cauchy`, and an inverse FFT gives ``K``.
 """
 
 from __future__ import annotations
@@ -228,9 +228,9 @@ def s4_kernel(
 ) -> Tensor:
     """The S4 convolution kernel of a DPLR system, bilinear discretization, eq. (s4-kernel).
 
-    Steps: ``A_bar`` by {eq}`s4-dplr-bilinear` (only to form ``C~``, {eq}`s4-c-tilde`); the
+    Steps: ``A_bar`` by :eq:`s4-dplr-bilinear` (only to form ``C~``, :eq:`s4-c-tilde`); the
     generating function at the ``L`` roots of unity by Cauchy sums and Woodbury
-    ({eq}`s4-woodbury`); an inverse FFT. Differentiable in every argument.
+    (:eq:`s4-woodbury`); an inverse FFT. Differentiable in every argument.
 
     Args:
         Lambda: (..., N) complex eigenvalues of the normal part (real parts < 0 for stability).

@@ -4,9 +4,9 @@ Glossary of shapes: ``H`` channels, ``N`` state size, ``N/2`` conjugate-pair mod
 of each pair is stored), ``L`` kernel length. A real system with ``N`` states whose diagonal
 ``A`` has conjugate pairs has the kernel ``K_l = 2 Re sum_{n < N/2} C_n B_bar_n A_bar_n^l``.
 
-* {eq}`s4d-vandermonde`: the S4D kernel is a Vandermonde matrix-vector product;
-* {eq}`s4d-legs`, {eq}`s4d-inv`, {eq}`s4d-lin`: the S4D-LegS, S4D-Inv and S4D-Lin inits;
-* {eq}`s4d-dss`: the DSS-exp kernel, a row-softmax over positions.
+* :eq:`s4d-vandermonde`: the S4D kernel is a Vandermonde matrix-vector product;
+* :eq:`s4d-legs`, :eq:`s4d-inv`, :eq:`s4d-lin`: the S4D-LegS, S4D-Inv and S4D-Lin inits;
+* :eq:`s4d-dss`: the DSS-exp kernel, a row-softmax over positions.
 """
 
 from __future__ import annotations
@@ -108,8 +108,8 @@ def s4d_kernel(
 ) -> Tensor:
     """The S4D kernel ``K_l = 2 Re sum_n C_n B_bar_n A_bar_n^l``, eq. (s4d-kernel).
 
-    Each mode is discretized with :func:`ssm.discretize.discretize` (``"zoh"`` {eq}`zoh` or
-    ``"bilinear"`` {eq}`bilinear`), then :func:`vandermonde` sums the modes.
+    Each mode is discretized with :func:`ssm.discretize.discretize` (``"zoh"`` :eq:`zoh` or
+    ``"bilinear"`` :eq:`bilinear`), then :func:`vandermonde` sums the modes.
 
     Args:
         A, B, C: (H, N/2) or (N/2,) complex, one mode of each conjugate pair.
