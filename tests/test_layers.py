@@ -113,6 +113,8 @@ def test_ssm_parameters_tagged(name: str) -> None:
     expected = {"log_dt", "log_neg_real", "imag", "P", "B"} & dict(layer.named_parameters()).keys()
     tagged = {n for n, p in layer.named_parameters() if any(p is q for q in ssm_parameters(layer))}
     assert tagged == expected
+    attribute = {n for n, p in layer.named_parameters() if getattr(p, "_ssm_param", False)}
+    assert attribute == expected  # the attribute convention that ssm.train and ssm.mamba share
     model = torch.nn.Sequential(SequenceBlock(2, layer), SequenceBlock(2, LAYERS[name](2, 4)))
     assert len(ssm_parameters(model)) == 2 * len(expected)
     assert len(ssm_parameters(copy.deepcopy(model))) == 2 * len(expected)
