@@ -129,11 +129,13 @@ print("S - P P^T = A and S + I/2 is skew-symmetric, to 1e-13")
 #
 # $$
 # A = V \big(\mathrm{diag}(\Lambda) - \tilde P \tilde P^*\big) V^*, \qquad
-# \tilde P = V^* P, \quad \tilde B = V^* B, \quad \tilde C = C V .
+# \tilde P = V^* P, \quad \tilde B = V^* B, \quad C \mapsto C V .
 # $$ (s4-dplr)
 #
 # In the new basis the state matrix is diagonal plus rank one (DPLR); the kernel is unchanged,
-# since $\tilde C (V^* A V)^\ell \tilde B = C A^\ell B$. Because $S_{\mathrm{skew}}$ is real, its
+# since $(CV) (V^* A V)^\ell \tilde B = C A^\ell B$. (The output vector $CV$ of the new basis is
+# simply called $C$ below; $\tilde C$ is reserved for the corrected vector of
+# {eq}`s4-c-tilde`.) Because $S_{\mathrm{skew}}$ is real, its
 # eigenvalues come in pairs $\pm\mu$ with conjugate eigenvectors; `ssm.dplr` orders them as the
 # $N/2$ with $\mu > 0$ followed by their conjugates, so $N$ must be even. (From here on the code
 # names $\tilde P, \tilde B$ simply `P`, `B`: every tensor of the DPLR basis is complex.)

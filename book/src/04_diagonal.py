@@ -199,11 +199,11 @@ plt.show()
 # S4D-LegS keeps $\Lambda$ from the DPLR form of HiPPO-LegS and drops $-PP^*$. With the
 # rank-one term, $V(\Lambda - PP^*)V^*$ *is* the HiPPO matrix, whose eigenvalues are the real
 # numbers $-1, \dots, -N$ (chapter 3); without it, the eigenvalues are $-\tfrac12 + i\mu_n$.
-# So the two systems are different for every finite $N$. The S4D paper {cite}`gu2022s4d` shows
-# that they nevertheless produce the same kernel in the limit $N \to \infty$ once $B$ is halved
-# in the diagonal model. We measure this: a real output vector $C$ in the HiPPO basis
-# (so $\tilde C = CV$ in the DPLR basis), the S4 kernel of $(\Lambda, P, \tilde B, \tilde C)$
-# against the S4D kernel of $(\Lambda, \tfrac12\tilde B, \tilde C)$, both with the bilinear rule,
+# So the two systems are different for every finite $N$. The S4D paper {cite}`gu2022s4d`
+# argues that the diagonal part alone, with $B$ halved, recovers the S4 kernel as
+# $N \to \infty$. We check this numerically: a real output vector in the HiPPO basis, $CV$ in
+# the DPLR basis (called $C$ in the code), the S4 kernel of $(\Lambda, P, \tilde B, CV)$ against
+# the S4D kernel of $(\Lambda, \tfrac12\tilde B, CV)$, both with the bilinear rule,
 # $\Delta = 0.1$, $L = 500$, for growing $N$:
 
 # %%
