@@ -240,7 +240,7 @@ plt.show()
 # $B$ not halved, the difference at $N = 256$ stays above 50 % (asserted). After training, of course,
 # neither model stays at its initialisation.
 #
-# The cost is where the diagonal model wins. Both kernels at $L = 4096$ for $N = 64$ and
+# Now the cost. Both kernels at $L = 4096$ for $N = 64$ and
 # $N = 256$, S4 with `pairs=True` as its layer uses it, fastest of five runs, float64, one
 # thread (timings from the machine that executed this notebook, possibly shared):
 
@@ -272,7 +272,8 @@ assert speedup[256] > 1.5, speedup
 
 # %% [markdown]
 # At $N = 256$ the S4D kernel is more than 1.5 times as fast (asserted; the measured factors
-# are printed above). The operation counts say why the gap widens with $N$: S4 pays
+# are printed above). At small $N$ fixed overheads dominate and either kernel can be the faster
+# one on a CPU; the operation counts say why the gap opens as $N$ grows: S4 pays
 # $O(N^3 \log L)$ for $\tilde C$ and evaluates four Cauchy sums over $N$ modes, S4D one
 # Vandermonde sum over $N/2$ modes.
 #
@@ -410,7 +411,7 @@ print(f"block output {tuple(y.shape)}; recurrent = convolutional to 1e-9")
 #   initialisations S4D-LegS, S4D-Inv and S4D-Lin {eq}`s4d-legs`–{eq}`s4d-lin` choose the
 #   frequencies.
 # - At initialisation, S4D-LegS approximates the S4 kernel better and better as $N$ grows,
-#   at a fraction of the cost.
+#   and for large $N$ at a fraction of the cost.
 # - DSS normalises the kernel with a softmax over positions {eq}`s4d-dss`, which bounds it
 #   even for growing modes but ties its recurrence to the length {eq}`s4d-dss-step`.
 #
