@@ -107,8 +107,9 @@ def mnist1d(seed: int = 42) -> dict[str, torch.Tensor]:
     """MNIST-1D {cite}`greydanus2020mnist1d`, generated locally with its default arguments.
 
     Returns:
-        ``{"x": (4000, 40, 1) float32, "y": (4000,) int64, "x_test": (1000, 40, 1),
-        "y_test": (1000,)}``. The NumPy global random state is left unchanged.
+        A dict with ``x`` ``(4000, 40, 1)`` float32, ``y`` ``(4000,)`` int64, ``x_test``
+        ``(1000, 40, 1)`` and ``y_test`` ``(1000,)``. The NumPy global random state is left
+        unchanged.
     """
     from mnist1d.data import get_dataset_args, make_dataset
 

@@ -15,7 +15,18 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["BACKBONES", "SequenceModel", "count_parameters", "width_for_budget"]
+__all__ = [
+    "BACKBONES",
+    "SequenceModel",
+    "make_block",
+    "ConvBlock",
+    "GRUBlock",
+    "TransformerBlock",
+    "ChannelsFirst",
+    "sinusoidal_positions",
+    "count_parameters",
+    "width_for_budget",
+]
 
 BACKBONES = ("s4", "s4d", "dss", "s6", "conv", "gru", "transformer")
 """Backbone names accepted by :class:`SequenceModel` (the CLI's MODEL argument)."""
@@ -39,6 +50,7 @@ class ConvBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(b, L, d) -> (b, L, d)``."""
         L = x.shape[1]
         z = self.conv(self.norm(x).transpose(1, 2))[..., :L].transpose(1, 2)
         return x + self.drop(self.out(nn.functional.glu(self.mix(z), dim=-1)))
@@ -54,6 +66,7 @@ class GRUBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(b, L, d) -> (b, L, d)``."""
         return x + self.drop(self.gru(self.norm(x))[0])
 
 
@@ -68,6 +81,7 @@ class TransformerBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(b, L, d) -> (b, L, d)``; position ``t`` attends to positions ``<= t`` only."""
         L = x.shape[1]
         mask = torch.triu(torch.full((L, L), float("-inf"), device=x.device), diagonal=1)
         return self.layer(x, src_mask=mask, is_causal=True)
@@ -95,6 +109,7 @@ class ChannelsFirst(nn.Module):
         self.block = block
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(b, L, d) -> (b, L, d)``."""
         return self.block(x.transpose(1, 2)).transpose(1, 2)
 
 
@@ -196,6 +211,7 @@ class SequenceModel(nn.Module):
         return self.norm(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Outputs ``(b, L, O)`` (readout ``"all"``) or ``(b, O)`` for inputs ``x``."""
         z = self.features(x)
         if self.readout == "last":
             z = z[:, -1]

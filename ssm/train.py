@@ -181,7 +181,7 @@ TASKS: dict[str, Callable[[dict, int], Task]] = {
     "mnist1d": _mnist1d,
     "co2": _co2,
 }
-"""Task builders by name: ``TASKS[name](preset_config, seed) -> Task``."""
+"""Task builders by name; ``TASKS[name](config, seed)`` returns a :class:`Task`."""
 
 _COMMON = {
     "lr": 3e-3,
