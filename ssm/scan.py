@@ -74,7 +74,7 @@ def scan_sequential(
         h0: optional initial state ``(...)``; zero when ``None``.
 
     Returns:
-        h: ``(..., L)``, the states :math:`h_0, \\dots, h_{L-1}`.
+        The states :math:`h_0, \\dots, h_{L-1}`, shape ``(..., L)``.
     """
     h = torch.zeros_like(b[..., 0]) if h0 is None else h0
     hs = []
@@ -111,7 +111,7 @@ def scan_hillis_steele(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a, b: ``(..., L)``, same shape and dtype, real or complex.
 
     Returns:
-        h: ``(..., L)``.
+        The states ``h``, shape ``(..., L)``.
     """
     offset = 1
     while offset < a.shape[-1]:
@@ -134,7 +134,7 @@ def scan_blelloch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a, b: ``(..., L)``, same shape and dtype, real or complex.
 
     Returns:
-        h: ``(..., L)``.
+        The states ``h``, shape ``(..., L)``.
     """
     length = a.shape[-1]
     if length == 1:
@@ -161,7 +161,7 @@ def scan_chunked(a: torch.Tensor, b: torch.Tensor, chunk: int | None = None) -> 
         chunk: chunk length; ``None`` picks :math:`\\lceil\\sqrt L\\rceil`.
 
     Returns:
-        h: ``(..., L)``.
+        The states ``h``, shape ``(..., L)``.
     """
     length = a.shape[-1]
     chunk = chunk or max(1, math.isqrt(length - 1) + 1)
@@ -197,7 +197,7 @@ def reverse_scan(a: torch.Tensor, g: torch.Tensor, method: str) -> torch.Tensor:
         method: a key of ``SCANS``.
 
     Returns:
-        G: ``(..., L)``.
+        The adjoint ``G``, shape ``(..., L)``.
     """
     a_next = _shift_left(a.conj(), 1, 0.0)
     return SCANS[method](a_next.flip(-1), g.flip(-1)).flip(-1)
@@ -218,6 +218,7 @@ class LinearScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor, method: str) -> torch.Tensor:
+        """The states ``h`` ``(..., L)`` by the scan ``SCANS[method]``; saves ``a`` and ``b``."""
         ctx.save_for_backward(a, b)
         ctx.method = method
         return SCANS[method](a, b)
@@ -225,6 +226,7 @@ class LinearScanFn(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h: torch.Tensor):
+        """Gradients of ``a`` and ``b`` by eq. (scan-adjoint) and eq. (scan-grads)."""
         a, b = ctx.saved_tensors
         G = reverse_scan(a, grad_h, ctx.method)
         grad_a = None
@@ -244,10 +246,10 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, method: str = "auto") -> torch
     Args:
         a, b: ``(..., L)``, same shape, float32/float64/complex64/complex128.
         method: ``"sequential"`` (the reference loop), ``"hillis_steele"``, ``"blelloch"``,
-            ``"chunked"`` or ``"auto"`` (``"chunked"``, the fastest here on CPU and GPU).
+            ``"chunked"`` or ``"auto"`` (``"chunked"``: work-efficient, few wide steps).
 
     Returns:
-        h: ``(..., L)``, same dtype as ``a``.
+        The states ``h``, shape ``(..., L)``, same dtype as ``a``.
     """
     _check_linear_inputs(a, b)
     method = _check_method(method, LINEAR_METHODS)
@@ -435,6 +437,7 @@ class SelectiveScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, block: int, method: str):
+        """``(y, last_state)``: ``(batch, D, L)`` read-out and ``(batch, D, N)`` last state."""
         batch, dim, length = u.shape
         scan = SCANS[method]
         h = torch.zeros(batch, dim, A.shape[1], dtype=A.dtype, device=u.device)
@@ -453,6 +456,7 @@ class SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y, grad_last):
+        """Gradients of ``u``, ``delta``, ``A``, ``B``, ``C`` by eq. (scan-selective-grads)."""
         u, delta, A, B, C, h_in = ctx.saved_tensors
         length, block, scan = u.shape[-1], ctx.block, SCANS[ctx.method]
         scale = 2.0 if A.is_complex() else 1.0  # y = 2 Re(C h) for complex A
