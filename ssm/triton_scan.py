@@ -66,10 +66,15 @@ def _combine(a_left, b_left, a_right, b_right):
 
 @triton.jit
 def _delta_activation(delta_raw, bias, SOFTPLUS: tl.constexpr):
-    """Delta = softplus(delta_raw + bias), or delta_raw + bias; softplus(x) = x above 20."""
+    """Delta = softplus(delta_raw + bias), or delta_raw + bias.
+
+    softplus(x) = log(1 + e^x), taken as x above 20 and as e^x below -15, where 1 + e^x
+    rounds to 1 in float32 and the logarithm would return 0 instead of e^x.
+    """
     x = delta_raw + bias
     if SOFTPLUS:
-        x = tl.where(x <= 20.0, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))), x)
+        e = tl.exp(tl.minimum(x, 20.0))
+        x = tl.where(x > 20.0, x, tl.where(x < -15.0, e, tl.log(1.0 + e)))
     return x
 
 

@@ -345,3 +345,15 @@ def test_compiled_kernels_on_cpu_tensors_raise():
     result = _run_python(code)
     assert result.returncode != 0
     assert "ValueError: u: the compiled Triton kernels need CUDA tensors" in result.stderr
+
+
+def test_softplus_keeps_tiny_steps():
+    # delta + bias near -30: softplus = e^-30 ~ 1e-13, far below float32's 1 + eps; the output
+    # (no skip term) is of that size, so it is compared relatively (atol = 0)
+    inputs = make_inputs(1, 2, 12, 2, True, True, False, False, False, dtype=torch.float64)
+    inputs["delta"] = inputs["delta"] - 30.0
+    ours, ref = run_both(inputs, True, chunk_size=8)
+    (out, _, leaves_ours), (out_ref, _, leaves_ref) = ours, ref
+    torch.testing.assert_close(out.double().cpu(), out_ref.detach(), rtol=1e-4, atol=0)
+    grad = leaves_ours["delta"].grad.double().cpu()
+    torch.testing.assert_close(grad, leaves_ref["delta"].grad, rtol=1e-4, atol=0)
