@@ -186,9 +186,9 @@ SCANS = {
 
 
 def reverse_scan(a: torch.Tensor, g: torch.Tensor, method: str) -> torch.Tensor:
-    """The adjoint recurrence eq. (scan-adjoint): :math:`G_t = g_t + \\bar a_{t+1} G_{t+1}`.
+    """The adjoint recurrence eq. (scan-adjoint): :math:`G_t = g_t + a^*_{t+1} G_{t+1}`.
 
-    A scan run backwards in time, with :math:`\\bar a` the complex conjugate of ``a``
+    A scan run backwards in time, with :math:`a^*` the complex conjugate of ``a``
     (equal to ``a`` for real inputs) and :math:`G_L = 0`.
 
     Args:

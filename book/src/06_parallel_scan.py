@@ -125,9 +125,8 @@ for length, ratio in trap.items():
 
 # %% [markdown]
 # The ratio itself depends on the machine, but it grows with $L$, as a quadratic cost over
-# a linear one must; at $L = 1024$ the indexed loop is many times slower. (In the benchmark
-# setting at the end of this chapter the gap is far larger.) Everything below is compared
-# with the *well-written* loop.
+# a linear one must; at $L = 1024$ it is more than five times slower, and typically far more.
+# Everything below is compared with the *well-written* loop.
 
 # %%
 assert trap[1024] > trap[128] and trap[1024] > 5
@@ -444,22 +443,22 @@ assert max(errors["chunked scan"]) < 1e-4 and max(errors["Blelloch scan"]) < 1e-
 # \frac{\partial \mathcal L}{\partial a_t} = G_t\, h_{t-1}.
 # $$ (scan-grads)
 #
-# **Complex numbers need conjugates.** For complex $a, b$ and a real loss, PyTorch's gradient of
-# a complex tensor $z$ is the conjugate Wirtinger derivative $\partial \mathcal L / \partial
-# \bar z$. The chain rule through a holomorphic map $w = f(z)$ reads
-# $\partial \mathcal L / \partial \bar z = \overline{f'(z)}\; \partial \mathcal L / \partial
-# \bar w$: every local derivative enters *conjugated*. Our maps are $h_{t+1} = a_{t+1} h_t +
+# **Complex numbers need conjugates.** Write $z^*$ for the complex conjugate of $z$. For complex
+# $a, b$ and a real loss, PyTorch's gradient of a complex tensor $z$ is the conjugate Wirtinger derivative $\partial \mathcal L / \partial
+# z^*$. The chain rule through a holomorphic map $w = f(z)$ reads
+# $\partial \mathcal L / \partial z^* = f'(z)^*\; \partial \mathcal L / \partial
+# w^*$: every local derivative enters *conjugated*. Our maps are $h_{t+1} = a_{t+1} h_t +
 # b_{t+1}$ (derivative $a_{t+1}$ with respect to $h_t$) and $h_t = a_t h_{t-1} + b_t$
 # (derivatives $h_{t-1}$ and $1$ with respect to $a_t$, $b_t$), so the complex versions of
 # {eq}`scan-adjoint` and {eq}`scan-grads` are
 #
 # $$
-# G_t = g_t + \bar a_{t+1}\, G_{t+1}, \qquad
-# \frac{\partial \mathcal L}{\partial \bar b_t} = G_t, \qquad
-# \frac{\partial \mathcal L}{\partial \bar a_t} = G_t\, \bar h_{t-1},
+# G_t = g_t + a^*_{t+1}\, G_{t+1}, \qquad
+# \frac{\partial \mathcal L}{\partial b^*_t} = G_t, \qquad
+# \frac{\partial \mathcal L}{\partial a^*_t} = G_t\, h^*_{t-1},
 # $$
 #
-# and for real inputs the bars change nothing. Forgetting them is a known bug of published
+# and for real inputs the stars change nothing. Forgetting them is a known bug of published
 # scan code; it is invisible in real arithmetic and wrong in complex arithmetic, as we show
 # below. The package's reverse scan and its `torch.autograd.Function`:
 #
@@ -501,7 +500,7 @@ print("gradcheck passes for all three methods in float64 and complex128")
 
 # %%
 def backward_without_conjugates(a, b, grad_h):
-    """(scan-adjoint) and (scan-grads) with the bars forgotten: an illustration of the bug."""
+    """(scan-adjoint) and (scan-grads) with the conjugates forgotten: an illustration of the bug."""
     G = scan_sequential(torch.cat([a[..., 1:], torch.zeros_like(a[..., :1])], -1).flip(-1), grad_h.flip(-1)).flip(-1)
     h_prev = torch.cat([torch.zeros_like(b[..., :1]), scan_sequential(a, b)[..., :-1]], -1)
     return G * h_prev, G
@@ -533,25 +532,25 @@ for dtype in (torch.float64, torch.complex128):
 # For S6 the scan's coefficients are built from the layer's inputs:
 # $a_t = \bar A_t = \exp(X_t)$ with $X_t = \Delta_t A$, and $b_t = \Delta_t B_t u_t$, for every
 # batch element, channel $d$ and state coordinate $n$. With $g^y_t = \partial \mathcal L /
-# \partial y_t$, the direct gradient of the state is $g_t = g^y_t\, \bar C_t$ (the sum over $n$
+# \partial y_t$, the direct gradient of the state is $g_t = g^y_t\, C^*_t$ (the sum over $n$
 # in $y_t$ copies $g^y_t$ to every $n$), the adjoint $G_t$ follows from {eq}`scan-adjoint`, and
 # the chain rule through $\exp$ and the products gives
 #
 # $$
 # \begin{aligned}
-# \frac{\partial \mathcal L}{\partial \bar C_t} &= \sum_d g^y_t\, \bar h_t, &
-# \frac{\partial \mathcal L}{\partial \bar X_t} &= G_t\, \bar h_{t-1}\, \overline{\exp(X_t)}, &
-# \frac{\partial \mathcal L}{\partial \bar A} &= \sum_{t} \Delta_t\, \frac{\partial \mathcal L}{\partial \bar X_t}, \\
-# \frac{\partial \mathcal L}{\partial \bar B_t} &= \sum_d \Delta_t u_t\, G_t, &
-# \frac{\partial \mathcal L}{\partial u_t} &= \Delta_t \operatorname{Re} \sum_n G_t \bar B_t, &
+# \frac{\partial \mathcal L}{\partial C^*_t} &= \sum_d g^y_t\, h^*_t, &
+# \frac{\partial \mathcal L}{\partial X^*_t} &= G_t\, h^*_{t-1}\, \exp(X_t)^*, &
+# \frac{\partial \mathcal L}{\partial A^*} &= \sum_{t} \Delta_t\, \frac{\partial \mathcal L}{\partial X^*_t}, \\
+# \frac{\partial \mathcal L}{\partial B^*_t} &= \sum_d \Delta_t u_t\, G_t, &
+# \frac{\partial \mathcal L}{\partial u_t} &= \Delta_t \operatorname{Re} \sum_n G_t B^*_t, &
 # \frac{\partial \mathcal L}{\partial \Delta_t} &= \operatorname{Re} \sum_n \Big(
-#     \bar A\, \frac{\partial \mathcal L}{\partial \bar X_t} + u_t\, G_t \bar B_t \Big),
+#     A^*\, \frac{\partial \mathcal L}{\partial X^*_t} + u_t\, G_t B^*_t \Big),
 # \end{aligned}
 # $$ (scan-selective-grads)
 #
 # with sums over the batch as well where a tensor is shared by it ($A$; $B$, $C$ of shape
 # $(D, N)$). For complex $A$ the read-out is $y_t = 2 \operatorname{Re} \sum_n C_t h_t$, as in
-# `mamba_ssm`, which doubles $g_t$ and $\partial \mathcal L / \partial \bar C_t$. The skip
+# `mamba_ssm`, which doubles $g_t$ and $\partial \mathcal L / \partial C^*_t$. The skip
 # $D u_t$, the gate $\operatorname{silu}(z_t)$, the bias and the softplus on $\Delta$ are cheap
 # elementwise operations on $(\text{batch}, D, L)$ tensors and are left to autograd.
 #
@@ -563,7 +562,7 @@ for dtype in (torch.float64, torch.complex128):
 # chunked scan above), reads out $y$ and keeps only the state leaving the block. The backward
 # walks the blocks from last to first: it recomputes the block's states from the state that
 # entered it, runs the adjoint recurrence inside the block — the gradient flowing in from later
-# blocks enters as $\bar a_{t+1} G_{t+1}$ at the block's last step — and accumulates
+# blocks enters as $a^*_{t+1} G_{t+1}$ at the block's last step — and accumulates
 # {eq}`scan-selective-grads`. Only the inputs and one state per block are saved:
 #
 # ```{literalinclude} ../ssm/scan.py
