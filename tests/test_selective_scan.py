@@ -70,7 +70,7 @@ def make_inputs(batch=2, dim=3, n=4, length=9, variable=True, complex_a=False, s
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("length", [1, 2, 3, 7, 64, 100, 300])
+@pytest.mark.parametrize("length", [1, 2, 3, 7, 64, 100, 300, 1000, 4096])
 @pytest.mark.parametrize("variable", [True, False])
 @pytest.mark.parametrize("complex_a", [False, True])
 def test_forward_matches_numpy_loop(method, length, variable, complex_a):
@@ -97,7 +97,7 @@ def test_optional_arguments_off():
 
 
 @pytest.mark.parametrize("method", ["hillis_steele", "blelloch", "chunked"])
-@pytest.mark.parametrize("length", [1, 3, 100, 1000])
+@pytest.mark.parametrize("length", [1, 2, 3, 7, 64, 100, 1000, 4096])
 @pytest.mark.parametrize("variable", [True, False])
 @pytest.mark.parametrize("complex_a", [False, True])
 def test_backward_matches_sequential(method, length, variable, complex_a):
