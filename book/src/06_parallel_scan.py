@@ -81,8 +81,8 @@ for t in range(L):
         prod[:, t, s] = torch.prod(a[:, s + 1 : t + 1], dim=-1)
 closed = (torch.tril(prod) * b[:, None, :]).sum(-1)
 err = (scan_sequential(a, b) - closed).abs().max().item()
-print(f"max |loop - closed form| = {err:.1e}")
 assert err < 1e-12
+print("max |loop - closed form| < 1e-12 (float64 rounding)")
 
 # %% [markdown]
 # How the loop stores its states matters more than one would guess. A natural alternative
@@ -177,8 +177,8 @@ e1, e2, e3 = [tuple(torch.randn(1000, dtype=torch.complex128, generator=g) for _
 left, right = combine(combine(e1, e2), e3), combine(e1, combine(e2, e3))
 assoc_err = max((left[i] - right[i]).abs().max().item() for i in range(2))
 swap_gap = (combine(e1, e2)[1] - combine(e2, e1)[1]).abs().max().item()
-print(f"associativity error {assoc_err:.1e}; commuted operands differ by up to {swap_gap:.2f}")
 assert assoc_err < 1e-12 and swap_gap > 1
+print(f"associativity error < 1e-12; commuted operands differ by up to {swap_gap:.2f}")
 
 # %% [markdown]
 # ## Three parallel scans, drawn
@@ -620,8 +620,8 @@ def s6_grads(method):
 reference = s6_grads("sequential")
 for method in ("hillis_steele", "blelloch", "chunked"):
     err = max((x - y).abs().max().item() for x, y in zip(s6_grads(method), reference, strict=True))
-    print(f"{method:14s} max error of y, last state and 8 gradients: {err:.1e}")
     assert err < 1e-10
+    print(f"{method:14s} max error of y, last state and 8 gradients < 1e-10")
 
 # %% [markdown]
 # What autograd keeps for the backward is what costs memory. We count the bytes of the
