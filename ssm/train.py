@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ssm import data
 from ssm.models import BACKBONES, SequenceModel, count_parameters, width_for_budget
