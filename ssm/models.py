@@ -104,7 +104,7 @@ def sinusoidal_positions(L: int, d: int) -> torch.Tensor:
 class ChannelsFirst(nn.Module):
     """Run a block written for ``(b, d, L)`` (the LTI layers' layout) on ``(b, L, d)``."""
 
-    def __init__(self, block: nn.Module):
+    def __init__(self, block: torch.nn.Module):
         super().__init__()
         self.block = block
 
@@ -115,7 +115,7 @@ class ChannelsFirst(nn.Module):
 
 def make_block(
     backbone: str, d: int, d_state: int, dropout: float, scan_method: str = "sequential"
-) -> nn.Module:
+) -> torch.nn.Module:
     """One residual block of ``backbone`` of width ``d`` acting on ``(b, L, d)``.
 
     ``scan_method`` is the S6 scan (``ssm.selective_scan``'s ``method``); the default, the
@@ -220,7 +220,7 @@ class SequenceModel(nn.Module):
         return self.decoder(z)
 
 
-def count_parameters(model: nn.Module) -> int:
+def count_parameters(model: torch.nn.Module) -> int:
     """Number of trainable scalars (a complex parameter counts as two)."""
     return sum(
         p.numel() * (2 if p.is_complex() else 1) for p in model.parameters() if p.requires_grad

@@ -324,7 +324,9 @@ def make_model(model: str, task: Task, cfg: dict) -> SequenceModel:
     return SequenceModel(model, d_model=width_for_budget(model, cfg["params"], **kw), **kw)
 
 
-def param_groups(model: nn.Module, lr: float, lr_ssm: float, weight_decay: float) -> list[dict]:
+def param_groups(
+    model: torch.nn.Module, lr: float, lr_ssm: float, weight_decay: float
+) -> list[dict]:
     """AdamW groups: SSM parameters (``_ssm_param``) at ``lr_ssm`` without weight decay; other
     matrices with weight decay; biases, norms, other vectors and parameters marked
     ``_no_weight_decay`` without."""
@@ -371,7 +373,7 @@ def loss_fn(task: Task, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, task: Task, batch_size: int = 256) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, task: Task, batch_size: int = 256) -> dict[str, float]:
     """Test metrics: ``{name}_acc`` (token or sequence accuracy) or ``{name}_mae`` and
     ``{name}_mse`` in the data's unit, for every test set of ``task``."""
     was_training = model.training
@@ -426,7 +428,7 @@ def _read_log(path: Path, up_to_step: int) -> list[dict]:
 
 
 def train(
-    model: nn.Module,
+    model: torch.nn.Module,
     task: Task,
     cfg: dict,
     out: str | Path,
