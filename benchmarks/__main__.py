@@ -1,6 +1,7 @@
-"""`python -m benchmarks` (= `make bench`): run the CPU scan benchmark and write its JSON."""
+"""`python -m benchmarks` (= `make bench`): run the CPU scan benchmarks and write their JSON."""
 
-from benchmarks.scan_cpu import main
+from benchmarks import scan_compiled, scan_cpu
 
 if __name__ == "__main__":
-    main()
+    scan_cpu.main()
+    scan_compiled.main()

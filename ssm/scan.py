@@ -29,7 +29,15 @@ __all__ = [
 ]
 
 LINEAR_METHODS = ("sequential", "hillis_steele", "blelloch", "chunked", "triton", "auto")
-SELECTIVE_METHODS = ("sequential", "hillis_steele", "blelloch", "chunked", "triton", "auto")
+SELECTIVE_METHODS = (
+    "sequential",
+    "hillis_steele",
+    "blelloch",
+    "chunked",
+    "compiled",
+    "triton",
+    "auto",
+)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -402,13 +410,12 @@ def _sum_to(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     return x.sum((0, 3))  # (D, N)
 
 
-def _discretize_block(u, delta, A, B, start, stop):
+def _discretize(u, delta, A, B_blk):
     """:math:`\\bar A_t = \\exp(\\Delta_t A)` and :math:`\\bar B_t u_t = \\Delta_t B_t u_t`
-    on one block of time, each ``(batch, D, N, T)`` (eq. (scan-selective))."""
-    d = delta[:, :, None, start:stop]
-    A_bar = torch.exp(d * A[None, :, :, None])
-    Bu = (d * u[:, :, None, start:stop]) * _block(B, start, stop)
-    return A_bar, Bu
+    for the time steps of ``u``, ``delta`` ``(batch, D, T)``; each ``(batch, D, N, T)``
+    (eq. (scan-selective))."""
+    d = delta[:, :, None, :]
+    return torch.exp(d * A[None, :, :, None]), (d * u[:, :, None, :]) * B_blk
 
 
 def _block_states(A_bar, Bu, h0, scan):
@@ -424,6 +431,55 @@ def _read(h: torch.Tensor, C_blk: torch.Tensor) -> torch.Tensor:
     return 2 * y.real if y.is_complex() else y
 
 
+def _forward_block(u, delta, A, B_blk, C_blk, h0, method: str):
+    """One block of the forward: the read-out ``(batch, D, T)`` and the state leaving it."""
+    A_bar, Bu = _discretize(u, delta, A, B_blk)
+    hs = _block_states(A_bar, Bu, h0, SCANS[method])
+    return _read(hs, C_blk), hs[..., -1].clone()  # a copy: a view would keep the block alive
+
+
+def _backward_block(u, delta, A, B_blk, C_blk, h0, grad_y, carry, method: str):
+    """One block of the backward, eq. (scan-selective-grads), from the state ``h0`` entering
+    the block and the gradient ``carry`` flowing in from the next block. Returns the
+    gradients of ``u``, ``delta`` ``(batch, D, T)``, ``A`` ``(D, N)``, ``B_blk`` and
+    ``C_blk`` (unsummed, ``(batch, D, N, T)``) and the carry for the previous block."""
+    scale = 2.0 if A.is_complex() else 1.0  # y = 2 Re(C h) for complex A
+    A_bar, Bu = _discretize(u, delta, A, B_blk)
+    hs = _block_states(A_bar, Bu, h0, SCANS[method])
+    g = scale * grad_y[:, :, None, :] * C_blk.conj()  # direct dL/dh_t
+    g = torch.cat([g[..., :-1], (g[..., -1] + carry)[..., None]], -1)
+    G = reverse_scan(A_bar, g, method)  # adjoint: dL/dh_t in total
+    h_prev = torch.cat([h0[..., None], hs[..., :-1]], -1)
+    grad_X = G * h_prev.conj() * A_bar.conj()  # through A_bar = exp(X), X = delta A
+    grad_Bu = (G * B_blk.conj()).sum(2)
+    grad_Bu = grad_Bu.real if grad_Bu.is_complex() else grad_Bu
+    grad_dX = (grad_X * A[None, :, :, None].conj()).sum(2)
+    grad_dX = grad_dX.real if grad_dX.is_complex() else grad_dX
+    grad_A = (grad_X * delta[:, :, None, :]).sum((0, 3))
+    grad_B = G * (delta * u)[:, :, None, :]
+    grad_C = scale * grad_y[:, :, None, :] * hs.conj()
+    return (
+        grad_Bu * delta,
+        grad_dX + grad_Bu * u,
+        grad_A,
+        grad_B,
+        grad_C,
+        A_bar[..., 0].conj() * G[..., 0],
+    )
+
+
+_COMPILED: dict = {}
+
+
+def _block_fn(fn, compiled: bool):
+    """``fn``, or its ``torch.compile``-d version (compiled once per input shape)."""
+    if not compiled:
+        return fn
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn, dynamic=False)
+    return _COMPILED[fn]
+
+
 class SelectiveScanFn(torch.autograd.Function):
     """The selective scan core :math:`y = C h`, :math:`h_t = \\bar A_t h_{t-1} + \\bar B_t u_t`,
     computed block by block of ``block`` time steps.
@@ -432,25 +488,26 @@ class SelectiveScanFn(torch.autograd.Function):
     only the state entering each block, the backward recomputes each block's states from it
     and runs the adjoint recurrence eq. (scan-adjoint) block by block, from the last block to
     the first, with the gradients of eq. (scan-selective-grads). Saved for backward: the
-    inputs and ``L / block`` boundary states ``(batch, D, N)``.
+    inputs and ``L / block`` boundary states ``(batch, D, N)``. With ``compiled=True`` the
+    per-block functions are fused by ``torch.compile``.
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, block: int, method: str):
+    def forward(ctx, u, delta, A, B, C, block: int, method: str, compiled: bool = False):
         """``(y, last_state)``: ``(batch, D, L)`` read-out and ``(batch, D, N)`` last state."""
-        batch, dim, length = u.shape
-        scan = SCANS[method]
-        h = torch.zeros(batch, dim, A.shape[1], dtype=A.dtype, device=u.device)
+        forward_block = _block_fn(_forward_block, compiled)
+        h = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=A.dtype, device=u.device)
         ys, h_in = [], []
-        for start in range(0, length, block):
-            stop = min(start + block, length)
+        for start in range(0, u.shape[-1], block):
+            stop = min(start + block, u.shape[-1])
             h_in.append(h)
-            A_bar, Bu = _discretize_block(u, delta, A, B, start, stop)
-            hs = _block_states(A_bar, Bu, h, scan)
-            ys.append(_read(hs, _block(C, start, stop)))
-            h = hs[..., -1].clone()  # a copy: a view would keep the whole block alive
+            B_blk, C_blk = _block(B, start, stop), _block(C, start, stop)
+            y, h = forward_block(
+                u[..., start:stop], delta[..., start:stop], A, B_blk, C_blk, h, method
+            )
+            ys.append(y)
         ctx.save_for_backward(u, delta, A, B, C, torch.stack(h_in))
-        ctx.block, ctx.method = block, method
+        ctx.block, ctx.method, ctx.compiled = block, method, compiled
         return torch.cat(ys, -1), h
 
     @staticmethod
@@ -458,34 +515,33 @@ class SelectiveScanFn(torch.autograd.Function):
     def backward(ctx, grad_y, grad_last):
         """Gradients of ``u``, ``delta``, ``A``, ``B``, ``C`` by eq. (scan-selective-grads)."""
         u, delta, A, B, C, h_in = ctx.saved_tensors
-        length, block, scan = u.shape[-1], ctx.block, SCANS[ctx.method]
-        scale = 2.0 if A.is_complex() else 1.0  # y = 2 Re(C h) for complex A
-        grads = {"u": torch.zeros_like(u), "delta": torch.zeros_like(delta)}
-        grad_A, grad_B, grad_C = torch.zeros_like(A), torch.zeros_like(B), torch.zeros_like(C)
+        backward_block = _block_fn(_backward_block, ctx.compiled)
+        grad_u, grad_delta, grad_A = (
+            torch.zeros_like(u),
+            torch.zeros_like(delta),
+            torch.zeros_like(A),
+        )
+        grad_B, grad_C = torch.zeros_like(B), torch.zeros_like(C)
         carry = grad_last.clone()  # dL/dh at the end of the current block, from later times
-        for k, start in reversed(list(enumerate(range(0, length, block)))):
-            stop = min(start + block, length)
-            A_bar, Bu = _discretize_block(u, delta, A, B, start, stop)
-            hs = _block_states(A_bar, Bu, h_in[k], scan)
-            C_blk = _block(C, start, stop)
-            g = scale * grad_y[:, :, None, start:stop] * C_blk.conj()  # direct dL/dh_t
-            g = torch.cat([g[..., :-1], (g[..., -1] + carry)[..., None]], -1)
-            G = reverse_scan(A_bar, g, ctx.method)  # adjoint: dL/dh_t in total
-            carry = A_bar[..., 0].conj() * G[..., 0]
-            h_prev = torch.cat([h_in[k][..., None], hs[..., :-1]], -1)
-            grad_X = G * h_prev.conj() * A_bar.conj()  # through A_bar = exp(X), X = delta A
-            grad_dBu = (G * _block(B, start, stop).conj()).sum(2)
-            grad_dBu = grad_dBu.real if grad_dBu.is_complex() else grad_dBu
-            d, x = delta[:, :, start:stop], u[:, :, start:stop]
-            dx = (grad_X * A[None, :, :, None].conj()).sum(2)
-            grads["delta"][:, :, start:stop] = (dx.real if dx.is_complex() else dx) + grad_dBu * x
-            grads["u"][:, :, start:stop] = grad_dBu * d
-            grad_A += (grad_X * d[:, :, None, :]).sum((0, 3))
-            _accumulate(grad_B, _sum_to(G * (d * x)[:, :, None, :], B), start, stop)
-            _accumulate(
-                grad_C, _sum_to(scale * grad_y[:, :, None, start:stop] * hs.conj(), C), start, stop
+        starts = list(range(0, u.shape[-1], ctx.block))
+        for k, start in reversed(list(enumerate(starts))):
+            stop = min(start + ctx.block, u.shape[-1])
+            gu, gd, gA, gB, gC, carry = backward_block(
+                u[..., start:stop],
+                delta[..., start:stop],
+                A,
+                _block(B, start, stop),
+                _block(C, start, stop),
+                h_in[k],
+                grad_y[..., start:stop],
+                carry,
+                ctx.method,
             )
-        return grads["u"], grads["delta"], grad_A, grad_B, grad_C, None, None
+            grad_u[..., start:stop], grad_delta[..., start:stop] = gu, gd
+            grad_A += gA
+            _accumulate(grad_B, _sum_to(gB, B), start, stop)
+            _accumulate(grad_C, _sum_to(gC, C), start, stop)
+        return grad_u, grad_delta, grad_A, grad_B, grad_C, None, None, None
 
 
 def _accumulate(buf: torch.Tensor, value: torch.Tensor, start: int, stop: int) -> None:
@@ -496,19 +552,22 @@ def _accumulate(buf: torch.Tensor, value: torch.Tensor, start: int, stop: int) -
         buf += value
 
 
-def _selective_scan_chunked(u, delta, A, B, C, block: int = 64, method: str = "chunked"):
+def _selective_scan_chunked(
+    u, delta, A, B, C, block: int = 64, method: str = "chunked", compiled: bool = False
+):
     """The blocked, recomputing selective scan core: ``(y, last_state)``.
 
     Blocks of 64 steps with the chunked scan inside: the fastest of the block lengths 32, 64,
     128 and inner scans measured on a CPU, and small enough that the per-block tensors
-    ``(batch, D, N, 64)`` stay far below the sequential loop's memory."""
-    return SelectiveScanFn.apply(u, delta, A, B, C, block, method)
+    ``(batch, D, N, 64)`` stay far below the sequential loop's memory. ``compiled=True``
+    fuses the per-block functions with ``torch.compile`` (a one-off compile per shape)."""
+    return SelectiveScanFn.apply(u, delta, A, B, C, block, method, compiled)
 
 
 def _selective_scan_materialised(u, delta, A, B, C, method: str):
     """The straightforward parallel selective scan: build :math:`\\bar A` and
     :math:`\\bar B u` for all ``L`` at once, ``(batch, D, N, L)``, and scan them."""
-    A_bar, Bu = _discretize_block(u, delta, A, B, 0, u.shape[-1])
+    A_bar, Bu = _discretize(u, delta, A, _block(B, 0, u.shape[-1]))
     hs = LinearScanFn.apply(A_bar, Bu, method)
     return _read(hs, _block(C, 0, u.shape[-1])), hs[..., -1]
 
@@ -554,7 +613,9 @@ def selective_scan(
         delta_softplus: apply softplus to ``delta`` (after the bias).
         return_last_state: also return :math:`h_{L-1}` ``(batch, D, N)``.
         method: ``"sequential"``, ``"hillis_steele"``, ``"blelloch"``, ``"chunked"``,
-            ``"triton"`` or ``"auto"``.
+            ``"compiled"`` (the chunked scan fused by ``torch.compile``, compiled once per
+            shape), ``"triton"`` or ``"auto"`` (Triton on CUDA when it imports, else
+            ``"chunked"``).
 
     Returns:
         ``y`` ``(batch, D, L)`` in the dtype of ``u``, or ``(y, last_state)``.
@@ -575,8 +636,8 @@ def selective_scan(
     uf = u.to(dtype)
     delta = _prepare_delta(delta, delta_bias, delta_softplus, dtype)
     A, B, C = A.to(cdtype), B.to(cdtype), C.to(cdtype)
-    if method == "chunked":
-        y, last = _selective_scan_chunked(uf, delta, A, B, C)
+    if method in ("chunked", "compiled"):
+        y, last = _selective_scan_chunked(uf, delta, A, B, C, compiled=method == "compiled")
     else:
         y, last = _selective_scan_materialised(uf, delta, A, B, C, method)
     y = _readout(y, uf, D, z).to(u.dtype)
