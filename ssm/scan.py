@@ -572,10 +572,11 @@ def _selective_scan_materialised(u, delta, A, B, C, method: str):
     return _read(hs, _block(C, 0, u.shape[-1])), hs[..., -1]
 
 
-def _auto_method(device: torch.device) -> str:
-    """The fastest correct method for ``device``: Triton on CUDA when it imports, else the
-    blocked chunked scan (the fastest PyTorch method measured in ``benchmarks/``)."""
-    if device.type == "cuda":
+def _auto_method(device: torch.device, complex_A: bool) -> str:
+    """The fastest correct method for ``device``: Triton on CUDA when it imports and ``A`` is
+    real (the kernels take real ``A``), else the blocked chunked scan (the fastest PyTorch
+    method measured in ``benchmarks/``)."""
+    if device.type == "cuda" and not complex_A:
         try:
             import ssm.triton_scan  # noqa: F401
         except ImportError:
@@ -623,7 +624,7 @@ def selective_scan(
     _check_selective_inputs(u, delta, A, B, C, D, z, delta_bias)
     method = _check_method(method, SELECTIVE_METHODS)
     if method == "auto":
-        method = _auto_method(u.device)
+        method = _auto_method(u.device, A.is_complex())
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if method == "triton":
         from ssm.triton_scan import selective_scan_triton

@@ -170,11 +170,13 @@ def test_triton_dispatches_lazily(monkeypatch):
 
 
 def test_auto_method(monkeypatch):
-    assert _auto_method(torch.device("cpu")) == "chunked"
+    assert _auto_method(torch.device("cpu"), complex_A=False) == "chunked"
     monkeypatch.setitem(sys.modules, "ssm.triton_scan", types.ModuleType("ssm.triton_scan"))
-    assert _auto_method(torch.device("cuda")) == "triton"
+    assert _auto_method(torch.device("cuda"), complex_A=False) == "triton"
+    # the Triton kernels take real A only: complex A stays on the PyTorch scan
+    assert _auto_method(torch.device("cuda"), complex_A=True) == "chunked"
     monkeypatch.setitem(sys.modules, "ssm.triton_scan", None)  # import fails
-    assert _auto_method(torch.device("cuda")) == "chunked"
+    assert _auto_method(torch.device("cuda"), complex_A=False) == "chunked"
 
 
 def test_errors():
