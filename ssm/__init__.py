@@ -13,7 +13,7 @@ from ssm.mamba import Mamba, MambaBlock, MambaStack
 from ssm.s4 import dplr, s4_kernel
 from ssm.s4d import dss_kernel, s4d_init, s4d_kernel
 from ssm.scan import linear_scan, selective_scan
-from ssm.utils import default_device, seed_everything, set_plot_style
+from ssm.utils import best_time, default_device, seed_everything, set_plot_style
 
 __version__ = "0.1.0"
 
@@ -35,6 +35,7 @@ __all__ = [
     "hippo_reconstruct",
     "legendre_basis",
     "ssm_kernel",
+    "best_time",
     "default_device",
     "Mamba",
     "MambaBlock",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import random
+import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "default_device", "set_plot_style"]
+__all__ = ["seed_everything", "default_device", "set_plot_style", "best_time"]
 
 
 def seed_everything(seed: int = 0, deterministic: bool = True) -> None:
@@ -63,3 +65,19 @@ def set_plot_style() -> None:
             "image.cmap": "viridis",
         }
     )
+
+
+def best_time(f: Callable[[], object], repeats: int = 5) -> float:
+    """Wall time in seconds of the fastest of ``repeats`` calls of ``f()``.
+
+    The minimum is the least noisy estimate on a shared machine: other jobs only ever add time.
+    The chapters report ratios of such times, measured in one process.
+    """
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats: expected a positive int, got {repeats!r}")
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - start)
+    return min(times)

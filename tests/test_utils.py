@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import numpy as np
 import pytest
@@ -41,3 +42,25 @@ def test_default_device_honours_the_override(monkeypatch) -> None:
     monkeypatch.delenv("SSM_DEVICE")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert ssm.default_device().type == expected
+
+
+def test_best_time_is_the_minimum_of_the_calls() -> None:
+    durations = iter([0.15, 0.05, 0.10])
+    calls = []
+
+    def sleepy() -> None:
+        duration = next(durations)
+        calls.append(duration)
+        time.sleep(duration)
+
+    best = ssm.best_time(sleepy, repeats=3)
+    assert len(calls) == 3
+    # sleep never returns early and other jobs only add time; 50 ms of slack separates the
+    # minimum (0.05) from the median (0.10) that a wrong reduction would return
+    assert 0.05 <= best < 0.10
+
+
+@pytest.mark.parametrize("repeats", [0, -2, 1.5, True])
+def test_best_time_rejects_bad_repeats(repeats) -> None:
+    with pytest.raises(ValueError, match="repeats: expected a positive int"):
+        ssm.best_time(lambda: None, repeats=repeats)

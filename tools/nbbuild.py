@@ -6,6 +6,7 @@ Usage: python tools/nbbuild.py book/src/intro.py book/intro.ipynb
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -37,9 +38,16 @@ def cells_from_source(text: str) -> list[nbformat.NotebookNode]:
     return cells
 
 
+def stable_id(index: int, source: str) -> str:
+    """A cell id that depends only on the cell's place and text, so regenerating is diff-free."""
+    return hashlib.sha1(f"{index}:{source}".encode()).hexdigest()[:12]
+
+
 def main(src: str, dst: str) -> None:
     nb = nbformat.v4.new_notebook()
     nb.cells = cells_from_source(Path(src).read_text())
+    for index, cell in enumerate(nb.cells):
+        cell.id = stable_id(index, cell.source)
     nb.metadata = {
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "language_info": {"name": "python"},

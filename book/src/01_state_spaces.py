@@ -16,7 +16,6 @@
 
 # %%
 %matplotlib inline
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -421,15 +420,6 @@ plt.show()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-def best_time(f, repeats=7):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 lengths = [512, 1024, 2048, 4096, 8192, 16384]
 t_direct, t_fft = [], []
 threads = torch.get_num_threads()
@@ -438,8 +428,8 @@ for n in lengths:
     u_n, K_n = torch.randn(n), torch.randn(n)
     u_np, K_np = u_n.numpy(), K_n.numpy()
     np.testing.assert_allclose(ssm.causal_conv(u_n, K_n).numpy(), np.convolve(u_np, K_np)[:n], atol=1e-9)
-    t_direct.append(best_time(lambda: np.convolve(u_np, K_np)[:n]))
-    t_fft.append(best_time(lambda: ssm.causal_conv(u_n, K_n)))
+    t_direct.append(ssm.best_time(lambda: np.convolve(u_np, K_np)[:n], repeats=7))
+    t_fft.append(ssm.best_time(lambda: ssm.causal_conv(u_n, K_n), repeats=7))
     print(f"L = {n:5d}: direct {1e3 * t_direct[-1]:8.3f} ms, FFT {1e3 * t_fft[-1]:6.3f} ms")
 torch.set_num_threads(threads)
 speedup = t_direct[-1] / t_fft[-1]

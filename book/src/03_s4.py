@@ -25,7 +25,6 @@
 
 # %%
 %matplotlib inline
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -421,15 +420,6 @@ assert ratio_counted_learned > 10
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-def best_time(f, repeats=3):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 threads = torch.get_num_threads()
 torch.set_num_threads(1)
 grid_N, grid_L = [16, 64, 256], [256, 1024, 4096]
@@ -439,8 +429,8 @@ for N in grid_N:
     C = torch.randn(N, dtype=torch.complex128)
     A_bar, B_bar = ssm.discretize(torch.diag(Lambda) - torch.outer(P, P.conj()), B, 0.01, "bilinear")
     for L in grid_L:
-        t_naive[N, L] = best_time(lambda: ssm.ssm_kernel(A_bar, B_bar, C, L))
-        t_s4[N, L] = best_time(lambda: ssm.s4_kernel(Lambda, P, B, C, 0.01, L))
+        t_naive[N, L] = ssm.best_time(lambda: ssm.ssm_kernel(A_bar, B_bar, C, L), repeats=3)
+        t_s4[N, L] = ssm.best_time(lambda: ssm.s4_kernel(Lambda, P, B, C, 0.01, L), repeats=3)
         print(f"N = {N:3d}, L = {L:4d}: naive {1e3 * t_naive[N, L]:7.1f} ms, S4 {1e3 * t_s4[N, L]:6.1f} ms")
 torch.set_num_threads(threads)
 ratio = t_naive[64, 4096] / t_s4[64, 4096]

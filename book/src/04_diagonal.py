@@ -15,7 +15,6 @@
 
 # %%
 %matplotlib inline
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -246,23 +245,14 @@ plt.show()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-def best_time(f, repeats=5):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 threads = torch.get_num_threads()
 torch.set_num_threads(1)
 L, speedup = 4096, {}
 for N in [64, 256]:
     Lambda, P, B, V = ssm.dplr(N)
     C = torch.randn(N, generator=generator).to(torch.complex128) @ V
-    t_s4 = best_time(lambda: ssm.s4_kernel(Lambda, P, B, C, 0.01, L, pairs=True))
-    t_s4d = best_time(lambda: ssm.s4d_kernel(Lambda[: N // 2], B[: N // 2], C[: N // 2], 0.01, L))
+    t_s4 = ssm.best_time(lambda: ssm.s4_kernel(Lambda, P, B, C, 0.01, L, pairs=True), repeats=5)
+    t_s4d = ssm.best_time(lambda: ssm.s4d_kernel(Lambda[: N // 2], B[: N // 2], C[: N // 2], 0.01, L), repeats=5)
     speedup[N] = t_s4 / t_s4d
     print(f"N = {N:3d}: S4 kernel {1e3 * t_s4:6.2f} ms, S4D kernel {1e3 * t_s4d:6.2f} ms, ratio {speedup[N]:.1f}")
 torch.set_num_threads(threads)

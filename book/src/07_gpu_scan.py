@@ -26,7 +26,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -419,20 +418,11 @@ assert compiled.stdout.count(".target sm_90") == 2 and compiled.stdout.count("no
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-def best_time(fn, repeats=3):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 with torch.no_grad():
     timings = {
-        "triton (interpreter)": best_time(lambda: triton_scan.selective_scan_triton(**on_device, delta_softplus=True, chunk_size=16)),
-        "sequential": best_time(lambda: ssm.selective_scan(**problem, delta_softplus=True, method="sequential")),
-        "chunked": best_time(lambda: ssm.selective_scan(**problem, delta_softplus=True, method="chunked")),
+        "triton (interpreter)": ssm.best_time(lambda: triton_scan.selective_scan_triton(**on_device, delta_softplus=True, chunk_size=16), repeats=3),
+        "sequential": ssm.best_time(lambda: ssm.selective_scan(**problem, delta_softplus=True, method="sequential"), repeats=3),
+        "chunked": ssm.best_time(lambda: ssm.selective_scan(**problem, delta_softplus=True, method="chunked"), repeats=3),
     }
 elements = 2 * 4 * 40 * 4  # batch * D * L * N state entries (padded to 48 steps in the kernel)
 for name, seconds in timings.items():
