@@ -106,3 +106,13 @@ def test_bad_inputs():
 
 def test_backbones_constant_lists_the_seven_models():
     assert BACKBONES == ("s4", "s4d", "dss", "s6", "conv", "gru", "transformer")
+
+
+@pytest.mark.parametrize("backbone", [m for m in MODELS if m != "transformer"])
+def test_long_sequence_stays_finite(backbone):
+    """L = 16 384 (not run for the transformer: its L x L attention matrix alone is 1 GiB)."""
+    torch.manual_seed(0)
+    m = SequenceModel(backbone, d_input=1, d_output=2, d_model=8, d_state=4, readout="last")
+    with torch.no_grad():
+        y = m(torch.randn(1, 16_384, 1))
+    assert y.shape == (1, 2) and torch.isfinite(y).all()
