@@ -49,7 +49,7 @@ def _generator(seed: int) -> torch.Generator:
 def selective_copying(
     batch: int, n_tokens: int = 16, n_memory: int = 64, vocab: int = 8, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The selective copying task of {cite}`gu2023mamba` (eq. (exp-selcopy)).
+    """The selective copying task of :cite:p:`gu2023mamba` (:eq:`exp-selcopy`).
 
     ``n_tokens`` data tokens, drawn from ``{2, ..., vocab + 1}``, sit at random positions
     among ``n_memory`` positions otherwise filled with the noise token ``0``. Then come
@@ -79,7 +79,7 @@ def selective_copying(
 def induction_heads(
     batch: int, length: int = 64, vocab: int = 16, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Associative recall with a single key, the induction-heads task {cite}`olsson2022induction`.
+    """Associative recall with a single key, the induction-heads task :cite:p:`olsson2022induction`.
 
     Tokens ``1..vocab`` are drawn uniformly; the trigger token ``0`` appears once at a random
     position ``p`` in the first half of the sequence, followed by the answer token. The last
@@ -104,7 +104,7 @@ def induction_heads(
 
 
 def mnist1d(seed: int = 42) -> dict[str, torch.Tensor]:
-    """MNIST-1D {cite}`greydanus2020mnist1d`, generated locally with its default arguments.
+    """MNIST-1D :cite:p:`greydanus2020mnist1d`, generated locally with its default arguments.
 
     Returns:
         A dict with ``x`` ``(4000, 40, 1)`` float32, ``y`` ``(4000,)`` int64, ``x_test``
@@ -177,7 +177,7 @@ def forecast_windows(
 def seasonal_naive(x: torch.Tensor, horizon: int, period: int) -> torch.Tensor:
     """The seasonal naive forecast: each future step repeats the value one period earlier.
 
-    ``y_hat[t] = x[context - period + (t mod period)]`` (eq. (exp-snaive)), for ``x`` of shape
+    ``y_hat[t] = x[context - period + (t mod period)]`` (:eq:`exp-snaive`), for ``x`` of shape
     ``(w, context, F)`` with ``context >= period``. Returns ``(w, horizon, F)``.
     """
     if x.dim() != 3:
@@ -255,7 +255,7 @@ _FORECAST_SPLITS = {
 def load_forecast_csv(
     root: str | Path, name: str, context: int = 96, horizon: int = 96
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """ETTh1, ETTh2 or Weather forecasting windows from the CSV files of {cite}`zhou2021informer`.
+    """ETTh1, ETTh2 or Weather forecasting windows from the CSV files of :cite:p:`zhou2021informer`.
 
     Expects ``root/ETTh1.csv``, ``root/ETTh2.csv`` or ``root/weather.csv``: a header row whose
     first column is ``date``, then one numeric column per variable. The chronological split is

@@ -57,7 +57,7 @@ class ConvBlock(nn.Module):
 
 
 class GRUBlock(nn.Module):
-    """Pre-norm residual GRU {cite}`cho2014gru`: ``y = x + GRU(LN(x))`` on ``(b, L, d)``."""
+    """Pre-norm residual GRU :cite:p:`cho2014gru`: ``y = x + GRU(LN(x))`` on ``(b, L, d)``."""
 
     def __init__(self, d: int, dropout: float = 0.0):
         super().__init__()
@@ -71,7 +71,7 @@ class GRUBlock(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm causal self-attention block {cite}`vaswani2017attention` with a GELU MLP."""
+    """Pre-norm causal self-attention block :cite:p:`vaswani2017attention` with a GELU MLP."""
 
     def __init__(self, d: int, n_heads: int = 4, dropout: float = 0.0):
         super().__init__()

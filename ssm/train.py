@@ -1,9 +1,9 @@
 """Training for chapter 8: tasks, presets, a plain PyTorch loop and the CLI.
 
-Run ``python -m ssm.train --help``. The loop is AdamW {cite}`loshchilov2019adamw` with a linear
-warm-up and a cosine schedule {cite}`loshchilov2017sgdr`; the SSM parameters (those a layer marks
+Run ``python -m ssm.train --help``. The loop is AdamW :cite:p:`loshchilov2019adamw` with a linear
+warm-up and a cosine schedule :cite:p:`loshchilov2017sgdr`; the SSM parameters (those a layer marks
 with ``_ssm_param = True``: Delta, A, B) get a lower learning rate and no weight decay, as in
-S4 {cite}`gu2022s4`. Gradients are clipped. Metrics go to ``metrics.jsonl``; checkpoints are
+S4 :cite:p:`gu2022s4`. Gradients are clipped. Metrics go to ``metrics.jsonl``; checkpoints are
 written atomically and ``--resume`` continues bit-identically on CPU, because every batch is a
 function of ``(seed, step)`` and the checkpoint carries the PyTorch random state.
 """
