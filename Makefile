@@ -28,7 +28,7 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q
 
 nbval: $(STAMP)
-	$(BIN)/python -m pytest -q --nbval --nbval-current-env --sanitize-with $(SANITIZE) -p no:cacheprovider $(NB)
+	$(BIN)/python -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with $(SANITIZE) -p no:cacheprovider $(NB)
 
 execute: $(STAMP)
 	$(BIN)/python tools/execute_notebooks.py $(NB)
