@@ -74,17 +74,29 @@ def zoh(A: Tensor, B: Tensor, dt: Tensor) -> tuple[Tensor, Tensor]:
     return expm[..., :N, :N], expm[..., :N, N]
 
 
+def step_size(dt: Tensor | float, like: Tensor) -> Tensor:
+    """The step size ``dt`` (the Delta of :eq:`zoh`) as a real tensor, checked positive.
+
+    A Python number becomes a scalar tensor of ``like``'s real dtype on ``like``'s device; a
+    tensor keeps its dtype, shape and autograd history. Chapters 3 and 4 validate ``dt`` here too.
+    """
+    if isinstance(dt, bool) or not isinstance(dt, Tensor | float | int):
+        raise TypeError(f"dt: expected a float or a real torch.Tensor, got {type(dt).__name__}")
+    if not isinstance(dt, Tensor):
+        dt = torch.tensor(float(dt), dtype=like.real.dtype, device=like.device)
+    if dt.is_complex():
+        raise TypeError(f"dt: expected a real step size, got dtype {dt.dtype}")
+    if not bool((dt > 0).all()):
+        raise ValueError(f"dt: expected positive step sizes, got min {dt.min().item():.4g}")
+    return dt
+
+
 def _check(A: Tensor, B: Tensor, dt: Tensor | float) -> Tensor:
     """Validate the arguments of :func:`discretize`; return ``dt`` as a tensor."""
     for name, value in (("A", A), ("B", B)):
         if not isinstance(value, Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
-    if isinstance(dt, bool) or not isinstance(dt, Tensor | float | int):
-        raise TypeError(f"dt: expected a float or a real torch.Tensor, got {type(dt).__name__}")
-    if not isinstance(dt, Tensor):
-        dt = torch.tensor(float(dt), dtype=A.real.dtype, device=A.device)
-    if dt.is_complex():
-        raise TypeError(f"dt: expected a real step size, got dtype {dt.dtype}")
+    dt = step_size(dt, A)
     if B.dim() < 1:
         raise ValueError(f"B: expected shape (..., N), got a scalar of shape {tuple(B.shape)}")
     N = B.shape[-1]
@@ -105,8 +117,6 @@ def _check(A: Tensor, B: Tensor, dt: Tensor | float) -> Tensor:
             f"A: expected a dense (..., N, N) or diagonal (..., N) matrix for B of shape "
             f"{tuple(B.shape)}, got shape {tuple(A.shape)}"
         )
-    if not bool((dt > 0).all()):
-        raise ValueError(f"dt: expected positive step sizes, got min {dt.min().item():.4g}")
     return dt
 
 

@@ -18,6 +18,7 @@ import math
 import torch
 from torch import Tensor
 
+from ssm.discretize import step_size
 from ssm.hippo import hippo
 
 __all__ = [
@@ -96,14 +97,8 @@ def dplr_matrix(Lambda: Tensor, P: Tensor) -> Tensor:
 
 
 def _as_dt(dt: Tensor | float, like: Tensor) -> Tensor:
-    if isinstance(dt, bool) or not isinstance(dt, Tensor | float | int):
-        raise TypeError(f"dt: expected a float or a real torch.Tensor, got {type(dt).__name__}")
-    if isinstance(dt, Tensor) and dt.is_complex():
-        raise TypeError(f"dt: expected a real step size, got dtype {dt.dtype}")
-    dt = torch.as_tensor(dt, dtype=like.real.dtype, device=like.device)
-    if not bool((dt > 0).all()):
-        raise ValueError(f"dt: expected positive step sizes, got min {dt.min().item():.4g}")
-    return dt
+    """``dt`` checked by :func:`ssm.discretize.step_size`, in ``like``'s real dtype and device."""
+    return step_size(dt, like).to(dtype=like.real.dtype, device=like.device)
 
 
 def _check_dplr(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor | None = None) -> None:

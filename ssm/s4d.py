@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor
 
-from ssm.discretize import discretize
+from ssm.discretize import discretize, step_size
 from ssm.s4 import _check_even_N, dplr
 
 __all__ = ["s4d_init", "vandermonde", "s4d_kernel", "dss_softmax", "dss_kernel"]
@@ -89,17 +89,11 @@ def _check_length(L: int) -> None:
 
 def _check_dt(dt: Tensor | float, A: Tensor) -> Tensor:
     """``dt`` as a real tensor of shape ``A.shape[:-1]`` (a scalar broadcasts), all positive."""
-    if isinstance(dt, bool) or not isinstance(dt, Tensor | float | int):
-        raise TypeError(f"dt: expected a float or a real torch.Tensor, got {type(dt).__name__}")
-    if isinstance(dt, Tensor) and dt.is_complex():
-        raise TypeError(f"dt: expected a real step size, got dtype {dt.dtype}")
-    dt = torch.as_tensor(dt, dtype=A.real.dtype, device=A.device)
+    dt = step_size(dt, A).to(dtype=A.real.dtype, device=A.device)
     if dt.dim() > 0 and dt.shape != A.shape[:-1]:
         raise ValueError(
             f"dt: expected a scalar or shape {tuple(A.shape[:-1])}, got {tuple(dt.shape)}"
         )
-    if not bool((dt > 0).all()):
-        raise ValueError(f"dt: expected positive step sizes, got min {dt.min().item():.4g}")
     return dt.expand(A.shape[:-1])
 
 
