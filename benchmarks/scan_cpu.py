@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 import ssm
+from ssm.scan import _auto_method
 
 BATCH, DIM, N = 2, 64, 16
 LENGTHS = (256, 1024, 4096, 16384)
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
             "B_C": "selective (batch, N, L)",
             "delta_softplus": True,
         },
-        "auto_on_cpu": "chunked",
+        "auto_on_cpu": _auto_method(torch.device("cpu"), False, BATCH * DIM * N),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import ssm
-from ssm.scan import SelectiveScanFn, _auto_method
+from ssm.scan import CPU_CHUNKED_MAX_STATE, SelectiveScanFn, _auto_method
 
 METHODS = ["sequential", "hillis_steele", "blelloch", "chunked", "auto"]
 # float64 throughout: the methods and the NumPy loop differ only by rounding (~1e-15).
@@ -170,13 +170,36 @@ def test_triton_dispatches_lazily(monkeypatch):
 
 
 def test_auto_method(monkeypatch):
-    assert _auto_method(torch.device("cpu"), complex_A=False) == "chunked"
+    small, large = CPU_CHUNKED_MAX_STATE, CPU_CHUNKED_MAX_STATE + 1
+    assert _auto_method(torch.device("cpu"), complex_A=False, state_size=small) == "chunked"
+    # past the cache-sized state the loop is faster on a CPU (measured in chapter 6)
+    assert _auto_method(torch.device("cpu"), complex_A=False, state_size=large) == "sequential"
+    assert _auto_method(torch.device("cpu"), complex_A=True, state_size=large) == "sequential"
     monkeypatch.setitem(sys.modules, "ssm.triton_scan", types.ModuleType("ssm.triton_scan"))
-    assert _auto_method(torch.device("cuda"), complex_A=False) == "triton"
+    assert _auto_method(torch.device("cuda"), complex_A=False, state_size=large) == "triton"
     # the Triton kernels take real A only: complex A stays on the PyTorch scan
-    assert _auto_method(torch.device("cuda"), complex_A=True) == "chunked"
+    assert _auto_method(torch.device("cuda"), complex_A=True, state_size=small) == "chunked"
     monkeypatch.setitem(sys.modules, "ssm.triton_scan", None)  # import fails
-    assert _auto_method(torch.device("cuda"), complex_A=False) == "chunked"
+    assert _auto_method(torch.device("cuda"), complex_A=False, state_size=small) == "chunked"
+
+
+def test_auto_dispatches_by_state_size(monkeypatch):
+    calls = []
+    real = ssm.scan._selective_scan_chunked
+
+    def spy(*args, **kwargs):
+        calls.append("chunked")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssm.scan, "_selective_scan_chunked", spy)
+    # states of 1 * 8 * 4 = 32 and 129 * 8 * 4 = 4128 elements, either side of the threshold
+    for batch, expected in ((1, ["chunked"]), (CPU_CHUNKED_MAX_STATE // 32 + 1, [])):
+        calls.clear()
+        u, delta, A, B, C, D, z, bias = make_inputs(batch=batch, dim=8, n=4, length=5)
+        y = ssm.selective_scan(u, delta, A, B, C, D, z, bias, True)
+        ref = ssm.selective_scan(u, delta, A, B, C, D, z, bias, True, method="sequential")
+        torch.testing.assert_close(y, ref)
+        assert calls == expected
 
 
 def test_errors():

@@ -370,8 +370,9 @@ plt.show()
 # :pyobject: selective_scan_sequential
 # ```
 #
-# `method="auto"` picks a faster parallel scan with the same results (chapter 6 derives them
-# and chapter 7 writes a GPU kernel). We check the scan against the two-step computation above
+# `method="auto"` picks the fastest method for the device and the problem size, with the same
+# results (chapter 6 derives the parallel scans and measures when they pay off, chapter 7
+# writes a GPU kernel). We check the scan against the two-step computation above
 # (discretize with the Euler rule, then `linear_scan`) and the optional terms against their
 # definitions:
 

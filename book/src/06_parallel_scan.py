@@ -40,6 +40,7 @@ import ssm
 from ssm.scan import (
     LinearScanFn,
     SelectiveScanFn,
+    _auto_method,
     reverse_scan,
     scan_blelloch,
     scan_chunked,
@@ -719,7 +720,7 @@ assert bench["auto_on_cpu"] == "chunked"
 # What the numbers say (each statement is asserted in the cell above, from the committed
 # results):
 #
-# - The blocked `chunked` scan — which `method="auto"` picks on a CPU — runs forward +
+# - The blocked `chunked` scan — which `method="auto"` picks on a CPU at this size — runs forward +
 #   backward at least 1.5 times faster than the well-written loop at $L = 1024$ and
 #   $L = 4096$, at least as fast as Blelloch over materialised tensors (the approach of
 #   mamba.py's `pscan`), with at most half of the loop's peak memory and less than a quarter
@@ -742,6 +743,62 @@ assert bench["auto_on_cpu"] == "chunked"
 #   is exactly what a fast selective scan avoids, by keeping a chunk's states in on-chip memory
 #   and recomputing them in the backward — the blocked structure above, as one fused kernel.
 #   That is the subject of chapter 7.
+#
+# ### When the loop wins
+#
+# All of the above is at $\text{batch} \cdot D \cdot N = 2048$ state elements per time step.
+# Every line of the blocked scan's block functions streams a $(\text{batch}, D, N, 64)$
+# tensor through memory. Once those tensors outgrow the CPU's caches, and the loop's per-step
+# operations are large enough that Python's overhead no longer matters, the loop is faster.
+# We time forward + backward of both on one thread, for a small state (batch 2, $D = 64$,
+# $N = 16$: 2048 elements, $L = 1024$) and a large one (batch 32, $D = 80$, $N = 16$:
+# 40 960 elements, the size of a training batch in chapter 8, $L = 256$):
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+def scan_inputs(batch, dim, n, length):
+    g, f32 = torch.Generator().manual_seed(0), torch.float32  # float32, as in training
+    u, delta = (torch.randn(batch, dim, length, generator=g, dtype=f32) for _ in range(2))
+    A = -torch.rand(dim, n, generator=g, dtype=f32)
+    B, C = (torch.randn(batch, n, length, generator=g, dtype=f32) for _ in range(2))
+    return [x.requires_grad_() for x in (u, delta, A, B, C)]
+
+
+def forward_backward(inputs, method):
+    y = ssm.selective_scan(*inputs, delta_softplus=True, method=method)
+    y.backward(torch.ones_like(y))
+
+
+threads = torch.get_num_threads()
+torch.set_num_threads(1)
+crossover = {}
+for shape in [(2, 64, 16, 1024), (32, 80, 16, 256)]:
+    inputs = scan_inputs(*shape)
+    crossover[shape] = {m: ssm.best_time(lambda m=m: forward_backward(inputs, m), repeats=3) for m in ("sequential", "chunked")}
+    t = crossover[shape]
+    print(f"(batch, D, N, L) = {shape}: loop {1e3 * t['sequential']:.0f} ms, chunked {1e3 * t['chunked']:.0f} ms")
+torch.set_num_threads(threads)
+
+# %%
+small, large = crossover.values()
+assert small["chunked"] < small["sequential"]
+assert large["sequential"] < large["chunked"]
+assert _auto_method(torch.device("cpu"), False, 2 * 64 * 16) == "chunked"
+assert _auto_method(torch.device("cpu"), False, 32 * 80 * 16) == "sequential"
+print("small state: chunked is faster; large state: the loop is faster; auto picks each")
+
+# %% [markdown]
+# `method="auto"` follows this measurement. On a CPU it picks the blocked scan for states of up
+# to `CPU_CHUNKED_MAX_STATE` elements and the loop above that:
+#
+# ```{literalinclude} ../ssm/scan.py
+# :pyobject: _auto_method
+# ```
+#
+# The threshold, 4096, comes from timings at several sizes on the machine that made this book:
+# the two methods break even near 8192 elements. It depends on the cache sizes, so read it as a
+# rule of thumb. The blocked scan's memory advantage holds at every size: pass
+# `method="chunked"` explicitly when memory, not time, is the constraint.
 #
 # ### A fused path
 #
