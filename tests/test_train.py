@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -210,7 +211,7 @@ def test_cli_errors_list_valid_choices(argv, match, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train.main(argv)
     assert exit_info.value.code == 2
-    assert __import__("re").search(match, capsys.readouterr().err)
+    assert re.search(match, capsys.readouterr().err)
 
 
 def test_module_entry_point_help():
